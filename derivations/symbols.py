@@ -1,0 +1,116 @@
+"""Shared, documented sympy symbols and the two expectation operators every derivation uses.
+
+Symbols (all positive reals unless stated):
+
+- ``sigma_w2``  weight variance sigma_w^2 (fan-in convention, ``W_ij ~ N(0, sigma_w^2 / N)``)
+- ``sigma_b2``  bias variance sigma_b^2
+- ``rho``       keep probability of dropout / Sparseout (rho = 1: no noise); drop = 1 - rho
+- ``s``         Sparseout norm exponent (the paper's q; renamed to avoid a clash with the variance q)
+- ``q``         pre-activation variance, ``q_ab`` covariance of two inputs
+- ``c``         correlation of two inputs (real, |c| <= 1)
+- ``k``         number of layers counted from the output: layer ``L - k`` (k = 0 is the output layer)
+- ``f``         k-winners activity fraction k/n, ``tau`` its threshold Phi^{-1}(1 - f) (real)
+- ``z, z1, z2`` standard normal integration variables; ``m`` a Bernoulli(rho) mask
+
+Expectations are done by sympy itself: ``E_gauss`` integrates against the standard normal density,
+``E_mask`` averages over the two-point mask distribution exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sympy as sp
+
+sigma_w2 = sp.Symbol("sigma_w2", positive=True)
+sigma_b2 = sp.Symbol("sigma_b2", positive=True)
+rho = sp.Symbol("rho", positive=True)
+s = sp.Symbol("s", positive=True)
+q = sp.Symbol("q", positive=True)
+q_ab = sp.Symbol("q_ab", positive=True)
+c = sp.Symbol("c", real=True)
+# k is declared positive (not integer) on purpose: sympy's summation then returns the clean
+# geometric closed form; the formulas are meant for k = 0, 1, 2, ... and hold there by continuity.
+k = sp.Symbol("k", positive=True)
+f = sp.Symbol("f", positive=True)
+tau = sp.Symbol("tau", real=True)
+z = sp.Symbol("z", real=True)
+z1 = sp.Symbol("z1", real=True)
+z2 = sp.Symbol("z2", real=True)
+m = sp.Symbol("m")
+i = sp.Symbol("i", integer=True, nonnegative=True)
+j = sp.Symbol("j", integer=True, nonnegative=True)
+eta = sp.Symbol("eta", real=True)  # GLM linear predictor x . beta
+
+#: Sparseout / dropout noise ratio r = p / (1 - p) = (1 - rho) / rho = Var[m / rho].
+r = (1 - rho) / rho
+
+
+def gauss_pdf(x: sp.Expr) -> sp.Expr:
+    """Standard normal density exp(-x^2/2)/sqrt(2 pi)."""
+    return sp.exp(-x**2 / 2) / sp.sqrt(2 * sp.pi)
+
+
+@functools.lru_cache(maxsize=None)
+def gauss_moment(n: int) -> sp.Expr:
+    """E[z^n] for z ~ N(0, 1), integrated by sympy."""
+    return sp.integrate(z**n * gauss_pdf(z), (z, -sp.oo, sp.oo))
+
+
+def E_gauss(expr: sp.Expr, var: sp.Symbol = z, lower=-sp.oo, upper=sp.oo) -> sp.Expr:
+    """E over ``var ~ N(0, 1)`` of ``expr`` restricted to [lower, upper], integrated by sympy.
+
+    Polynomials in ``var`` over the whole line are integrated monomial by monomial (fast and exact).
+    """
+    expr = sp.expand(expr)
+    if lower == -sp.oo and upper == sp.oo and expr.is_polynomial(var):
+        poly = sp.Poly(expr, var)
+        return sp.expand(sum(coef * gauss_moment(mon[0]) for mon, coef in poly.terms()))
+    return sp.simplify(sp.integrate(expr * gauss_pdf(var), (var, lower, upper), conds="none"))
+
+
+def E_mask(expr: sp.Expr, mask: sp.Symbol = m, keep: sp.Expr = rho) -> sp.Expr:
+    """Exact expectation over ``mask ~ Bernoulli(keep)`` (a two-point distribution)."""
+    return sp.expand(keep * expr.subs(mask, 1) + (1 - keep) * expr.subs(mask, 0))
+
+
+def pair_inputs(qq: sp.Expr = q, cc: sp.Expr = c) -> tuple[sp.Expr, sp.Expr]:
+    """THEORY §1: u1 = sqrt(q) z1, u2 = sqrt(q) (c z1 + sqrt(1 - c^2) z2)."""
+    return sp.sqrt(qq) * z1, sp.sqrt(qq) * (cc * z1 + sp.sqrt(1 - cc**2) * z2)
+
+
+def E_pair(expr: sp.Expr) -> sp.Expr:
+    """E over independent z1, z2 ~ N(0, 1) (use with :func:`pair_inputs`)."""
+    return sp.simplify(E_gauss(E_gauss(expr, z2), z1))
+
+
+def generic_branch(expr: sp.Expr) -> sp.Expr:
+    """Replace every Piecewise by its last ('otherwise') branch: the generic closed form.
+
+    sympy's geometric sums come back as Piecewise((degenerate, Eq(ratio, 1)), (generic, True)).
+    """
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[-1][0])
+
+
+def piecewise_equal(a: sp.Expr, b: sp.Expr, solve_for: sp.Symbol) -> bool:
+    """Decide a == b for expressions that may contain geometric-sum Piecewise objects.
+
+    The generic branches must agree identically, and both sides must agree on every degenerate
+    condition ``Eq(lhs, rhs)`` found in either side, after solving it for ``solve_for`` and
+    substituting (which selects the degenerate branch on both sides).
+    """
+    if sp.simplify(generic_branch(a) - generic_branch(b)) != 0:
+        return False
+    conditions = set()
+    for expr in (a, b):
+        for pw in expr.atoms(sp.Piecewise):
+            for _, cond in pw.args:
+                conditions |= {e for e in sp.preorder_traversal(cond) if isinstance(e, sp.Eq)}
+    for cond in conditions:
+        for sol in sp.solve(cond, solve_for, dict=True):
+            sa, sb = a.subs(sol), b.subs(sol)
+            if any(e.has(sp.zoo, sp.nan, sp.oo, -sp.oo) for e in (sa, sb)):
+                continue  # the degenerate condition lies outside the formulas' domain (e.g. q* = inf)
+            if sp.simplify(sa - sb) != 0:
+                return False
+    return True
