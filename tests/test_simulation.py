@@ -188,3 +188,18 @@ def test_bad_input_raises(kw, word):
     args.update(kw)
     with pytest.raises(ValueError, match=word):
         simulate_gradients(**args)
+
+
+def test_cli_writes_table(tmp_path, capsys):
+    from meanfield.gradients_cli import main
+    out = tmp_path / "t.csv"
+    rc = main(["--activation", "linear", "--sigma-w2", "0.5", "--sigma-b2", "0.1", "--drop", "0.4",
+               "--depth", "4", "--width", "50", "--realisations", "8", "--q0", "0.6", "--c0", "0.33333333",
+               "--out", str(out), "--last", "2"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "keep=0.6 (drop=0.4)" in text and "sim g_aa" in text
+    import csv
+    rows = list(csv.DictReader(open(out)))
+    assert [int(r["layer"]) for r in rows] == [1, 2, 3, 4] and float(rows[-1]["sim_g_aa"]) > 0
+    assert main(["--keep", "0"]) == 2 and "keep" in capsys.readouterr().err
