@@ -1,0 +1,17 @@
+"""meanfield: mean-field theory of deep networks with dropout-like noise.
+
+The numeric core imports only numpy and scipy. ``keep`` is always the keep probability rho
+(rho = 1: no dropout); ``drop`` = 1 - rho is PyTorch's ``p`` and Keras' ``rate``.
+"""
+from .activations import ACTIVATIONS, Activation, erf_activation, get_activation
+from .gauss import ConvergenceError
+from .maps import (MeanFieldResult, NoFixedPointError, analyze, c_map, c_star, chi_1, chi_c, chi_q,
+                   covariance_map, depth_scale, gradient_depth_scale, q_map, q_star)
+from .noise import NOISE_KINDS, Noise
+
+__all__ = [
+    "ACTIVATIONS", "Activation", "erf_activation", "get_activation", "ConvergenceError",
+    "MeanFieldResult", "NoFixedPointError", "analyze", "c_map", "c_star", "chi_1", "chi_c", "chi_q",
+    "covariance_map", "depth_scale", "gradient_depth_scale", "q_map", "q_star", "NOISE_KINDS", "Noise",
+]
+__version__ = "0.1.0"
