@@ -47,7 +47,7 @@ def _converged(old, new, scale, rtol, prev_delta=None):
     return ok, delta
 
 
-def _trapezoid(f, mean, sd, rtol, max_level=10):
+def _trapezoid(f, mean, sd, rtol, floor=0.0, max_level=10):
     h = 0.5
     z = np.arange(-Z_MAX, Z_MAX + h / 2, h)
     vals = f(mean[..., None] + sd[..., None] * z) * _pdf(z)
@@ -59,7 +59,7 @@ def _trapezoid(f, mean, sd, rtol, max_level=10):
         vals = f(mean[..., None] + sd[..., None] * z_new) * _pdf(z_new)
         total, absum = total + vals.sum(-1), absum + np.abs(vals).sum(-1)
         new = total * h
-        done, delta = _converged(est, new, absum * h, rtol, delta)
+        done, delta = _converged(est, new, absum * h + floor, rtol, delta)
         if done:
             return new
         est = new
@@ -76,20 +76,20 @@ def _hermite_nodes(n):
     return _HERMITE_CACHE[n]
 
 
-def _hermite(f, mean, sd, rtol, max_degree=2048):
+def _hermite(f, mean, sd, rtol, floor=0.0, max_degree=2048):
     est = None
     n = 32
     while n <= max_degree:
         z, w = _hermite_nodes(n)
         vals = f(mean[..., None] + sd[..., None] * z) * w
         new = vals.sum(-1)
-        if est is not None and _converged(est, new, np.abs(vals).sum(-1), rtol)[0]:
+        if est is not None and _converged(est, new, np.abs(vals).sum(-1) + floor, rtol)[0]:
             return new
         est, n = new, 2 * n
     raise ConvergenceError(f"Gauss-Hermite did not converge to rtol={rtol} with {max_degree} nodes")
 
 
-def _piecewise(f, mean, sd, kinks, rtol, t_max=4.0, max_level=9):
+def _piecewise(f, mean, sd, kinks, rtol, floor=0.0, t_max=4.0, max_level=9):
     """Sum over the pieces [a, b] between kinks of tanh-sinh rules, halving the step until converged.
 
     Nodes are placed as offsets from the nearer end of each piece, so a kink value (phi = 0 for
@@ -118,19 +118,20 @@ def _piecewise(f, mean, sd, kinks, rtol, t_max=4.0, max_level=9):
         h /= 2  # a halving adds the odd multiples of the new step: S_new = S_old / 2 + h * sum_new
         t_new, a_new = partial(np.arange(h, t_max, 2 * h))
         new, absum = 0.5 * total + h * t_new, 0.5 * absum + h * a_new
-        done, delta = _converged(total, new, absum, rtol, delta)
+        done, delta = _converged(total, new, absum + floor, rtol, delta)
         if done:
             return new
         total = new
     raise ConvergenceError(f"tanh-sinh did not converge to rtol={rtol} (step {h})")
 
 
-def expect(f, var, mean=0.0, *, rule="trapezoid", kinks=(), rtol=RTOL):
+def expect(f, var, mean=0.0, *, rule="trapezoid", kinks=(), rtol=RTOL, floor=0.0):
     """E[f(mean + sqrt(var) z)], z ~ N(0, 1), elementwise over broadcast(mean, var).
 
     ``f`` maps an array x of shape S + (n,) to values of shape (k,) + S + (n,) or S + (n,); the
     result has shape (k,) + S or S. ``kinks`` (x positions) are honoured by the piecewise rule,
-    which is used whenever kinks are given. var = 0 gives f(mean) exactly.
+    which is used whenever kinks are given. var = 0 gives f(mean) exactly. Convergence is
+    judged relative to E|f| + ``floor`` (an absolute scale for integrals that cancel).
     """
     mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
     sd = np.sqrt(var)
@@ -138,11 +139,11 @@ def expect(f, var, mean=0.0, *, rule="trapezoid", kinks=(), rtol=RTOL):
     if np.any(zero):  # a degenerate Gaussian is a point mass; keep the rules' sd > 0
         sd = np.where(zero, 1.0, sd)
     if kinks:
-        out = _piecewise(f, mean, sd, tuple(kinks), rtol)
+        out = _piecewise(f, mean, sd, tuple(kinks), rtol, floor)
     elif rule == "trapezoid":
-        out = _trapezoid(f, mean, sd, rtol)
+        out = _trapezoid(f, mean, sd, rtol, floor)
     elif rule == "hermite":
-        out = _hermite(f, mean, sd, rtol)
+        out = _hermite(f, mean, sd, rtol, floor)
     else:
         raise ValueError(f"rule must be 'trapezoid', 'hermite' or 'piecewise' (with kinks), got {rule!r}")
     if np.any(zero):
@@ -164,4 +165,7 @@ def expect_pair(f, g, q, c, **kw):
     def outer(x1):
         return f(x1) * expect(g, inner_var, cc * x1, **kw)
 
-    return expect(outer, q, **kw)
+    # |E f g| <= sqrt(E f^2 E g^2): the scale of the inner integrals' rounding, which matters
+    # when E[f g] itself nearly cancels (c -> 0)
+    floor = np.sqrt(expect(lambda x: f(x) ** 2, q, **kw) * expect(lambda x: g(x) ** 2, q, **kw))
+    return expect(outer, q, floor=floor, **kw)

@@ -56,22 +56,19 @@ def build_parser():
     return p
 
 
-def _theory(args, keep):
+def _theory(args, keep, noise):
     """{'exact': (g_aa, g_ab), 'gia': (...)} from the core, or a reason string if unavailable."""
     try:
-        from meanfield import gradient_metrics
+        from meanfield.gradients import gradient_metrics
     except ImportError as exc:
         return f"theory unavailable ({exc})"
+    # the readout theory is per output with a factor N (see gradient_metrics): rescale to n_out outputs
+    scale = args.n_out / args.width if args.loss == "readout" else 1.0
     out = {}
     for method in ("exact", "gia"):
-        kw = dict(noise=args.noise, method=method, loss=args.loss)
-        if args.noise == "sparseout":
-            kw.update(s=args.s, backward=args.backward)
-        try:
-            r = gradient_metrics(args.activation, args.sigma_w2, args.sigma_b2, keep, args.depth, **kw)
-        except TypeError as exc:
-            return f"theory unavailable for these options ({exc})"
-        out[method] = (np.asarray(r.g_aa, dtype=float), np.asarray(r.g_ab, dtype=float))
+        r = gradient_metrics(args.activation, args.sigma_w2, args.sigma_b2, keep, args.depth, noise=noise,
+                             s=args.s, backward=args.backward, method=method, loss=args.loss)
+        out[method] = (scale * np.asarray(r.g_aa, dtype=float), scale * np.asarray(r.g_ab, dtype=float))
     return out
 
 
@@ -93,8 +90,9 @@ def compute_table(args):
         raise ValueError(f"realisations must be 0 (theory only) or >= 2, got {args.realisations}")
     noise = args.noise if keep < 1.0 or args.noise == "sparseout" else "none"
     notes = [f"activation={args.activation} sigma_w2={args.sigma_w2:g} sigma_b2={args.sigma_b2:g} "
-             f"keep={keep:g} (drop={1 - keep:g}) noise={noise} loss={args.loss} depth={args.depth}"]
-    theory = _theory(args, keep)
+             f"keep={keep:g} (drop={1 - keep:g}) noise={noise} loss={args.loss} depth={args.depth}"
+             + (f" n_out={args.n_out} (readout theory scaled by n_out/N)" if args.loss == "readout" else "")]
+    theory = _theory(args, keep, noise)
     if isinstance(theory, str):
         notes.append(theory)
         theory = {}

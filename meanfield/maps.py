@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import get_activation
-from .noise import (Noise, deriv_second_moment, make_noise, pair_moments, second_moment,
+from .gauss import RTOL
+from .noise import (Q_MIN, Noise, deriv_second_moment, make_noise, pair_moments, second_moment,
                     second_moment_slope)
 
 Q_CAP = 1e12  # an unbounded variance map still above the diagonal here has no finite fixed point
@@ -167,7 +168,7 @@ def _q_star(p: Params, on_missing="raise"):
     at_zero = F(lo, np.arange(n)) == 0
     if np.any(at_zero):
         iz = np.flatnonzero(at_zero)
-        slope0 = sw[iz] * second_moment_slope(act, nz, np.full(iz.size, 1e-300), k[iz])
+        slope0 = sw[iz] * second_moment_slope(act, nz, np.zeros(iz.size), k[iz])
         stays = slope0 < 1
         q_out[iz[stays]] = 0.0
         lo[iz[~stays]] = 1e-300
@@ -228,21 +229,31 @@ def _c_star(p: Params, q, chi1):
     solve = np.setdiff1d(ok, ordered)
     if solve.size == 0:
         return c_out.reshape(p.shape), chic.reshape(p.shape)
-    # q = 0 (sigma_b^2 = 0 and an ordered variance map): the c-map is evaluated in the q -> 0 limit
-    qs = np.maximum(q[solve], 1e-300)
+    # q* = 0 (sigma_b^2 = 0, ordered variance map): the c-map is taken in the q -> 0 limit
+    qs = np.where(q[solve] == 0, Q_MIN, q[solve])
 
-    def fg(c, i):
-        idx = solve[i]
-        K, Kd = pair_moments(p.act, qs[i], c)
-        return (sw[idx] * K + sb[idx]) / qs[i] - c, sw[idx] * Kd - 1
+    last_kd = np.empty(solve.size)
 
-    lo, hi = np.zeros(solve.size), np.ones(solve.size)
-    g0, dg0 = fg(lo, np.arange(solve.size))
+    def fg_at(rtol):
+        def fg(c, i):
+            idx = solve[i]
+            K, Kd = pair_moments(p.act, qs[i], c, rtol=rtol)
+            last_kd[i] = Kd
+            return (sw[idx] * K + sb[idx]) / qs[i] - c, sw[idx] * Kd - 1
+        return fg
+
+    every = np.arange(solve.size)
+    g0, dg0 = fg_at(1e-9)(np.zeros(solve.size), every)
     zero_root = (g0 == 0) & (dg0 <= 0)  # c = 0 fixed and attracting from above
-    c_sol = _safeguarded_newton(fg, lo, hi, np.full(solve.size, 0.5), 1e-15, "c*")
+    # Newton on cheap quadrature (rtol 1e-9) to ~1e-8; then, from there, at full accuracy (one or
+    # two steps; [0, 1] stays the bracket, so a poor start cannot mislead it)
+    c1 = _safeguarded_newton(fg_at(1e-9), np.zeros(solve.size), np.ones(solve.size),
+                             np.full(solve.size, 0.5), 1e-8, "c*")
+    c_sol = _safeguarded_newton(fg_at(RTOL), np.zeros(solve.size), np.ones(solve.size), c1,
+                                1e-15, "c*")
+    chic[solve] = sw[solve] * last_kd  # at the last iterate, within 1e-15 of c*
     c_sol[zero_root] = 0.0
     c_out[solve] = c_sol
-    chic[solve] = sw[solve] * pair_moments(p.act, qs, c_sol, ("Kd",))[0]
     return c_out.reshape(p.shape), chic.reshape(p.shape)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Activation
-from .gauss import expect, expect_pair
+from .gauss import RTOL, expect, expect_pair
 
 NOISE_KINDS = ("none", "dropout", "sparseout")
 BACKWARDS = ("true", "code")
@@ -57,14 +57,22 @@ def make_noise(noise="dropout", s=2.0, backward="true") -> Noise:
 
 # ---------------------------------------------------------------------------------------------
 # activation integrals: closed form when the activation has one, else kink-aware quadrature
+Q_MIN = 1e-20  # q = 0 stands for the q -> 0 limit, evaluated here (relative error ~1e-20)
+
+
 def _stein(fn, q):
-    """d/dq E[fn(x)], x ~ N(0, q), as E[fn(x) (x^2/q - 1)] / (2q): no derivatives of fn needed."""
+    """d/dq E[fn(x)], x ~ N(0, q), as E[fn(x) (x^2/q - 1)] / (2q): no derivatives of fn needed.
+
+    Pass q already clipped to >= Q_MIN (the integrand is O(1) even there: fn ~ q z^2).
+    """
     return lambda x: fn(x) * (x * x / q[..., None] - 1) / (2 * q[..., None])
 
 
 def act_moment(act: Activation, key: str, q):
     """Activation-only Gaussian integral ``key`` (see :mod:`meanfield.activations`) at variance q."""
     q = np.asarray(q, float)
+    if key == "dA2":
+        q = np.maximum(q, Q_MIN)
     if key in act.closed:
         return np.broadcast_to(act.closed[key](q), q.shape).astype(float)
     phi, dphi = act.phi, act.dphi
@@ -77,7 +85,7 @@ def act_moment(act: Activation, key: str, q):
     return expect(integrand, q, kinks=act.kinks)
 
 
-def act_pair(act: Activation, keys, q, c):
+def act_pair(act: Activation, keys, q, c, rtol=RTOL):
     """Stacked pair integrals (``K``, ``Kd``, ``PK``) at variance q and correlation c."""
     q, c = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float))
     missing = [k for k in keys if k not in act.closed]
@@ -88,7 +96,7 @@ def act_pair(act: Activation, keys, q, c):
 
         def stacked(x):
             return np.stack([fn(x) for fn in fns])
-        vals = expect_pair(stacked, stacked, q, c, kinks=act.kinks)
+        vals = expect_pair(stacked, stacked, q, c, kinks=act.kinks, rtol=rtol)
         out.update(zip(missing, vals))
     return [out[k] for k in keys]
 
@@ -138,7 +146,7 @@ def second_moment_slope(act, noise, q, keep):
     """dM2/dq = E[g'^2 + g g''] (Gaussian integration by parts); chi_q = sigma_w^2 dM2/dq."""
     if noise.kind != "sparseout":
         return act_moment(act, "dA2", q) / keep
-    q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(keep, float))
+    q, keep = np.broadcast_arrays(np.maximum(np.asarray(q, float), Q_MIN), np.asarray(keep, float))
 
     def m2(x):
         phi, _, _, _, k, r = _sparseout_parts(act, noise, x, keep)
@@ -161,9 +169,9 @@ def deriv_second_moment(act, noise, q, keep):
     return expect(d2, q, kinks=_sparseout_kinks(act))
 
 
-def pair_moments(act, q, c, keys=("K", "Kd")):
+def pair_moments(act, q, c, keys=("K", "Kd"), rtol=RTOL):
     """E[gbar(u1) gbar(u2)] and E[gbar'(u1) gbar'(u2)]; gbar = phi for every noise here."""
-    return act_pair(act, keys, q, c)
+    return act_pair(act, keys, q, c, rtol)
 
 
 def backprop_single(act, noise, q, keep):

@@ -5,7 +5,9 @@ Setting of Huang et al. 2019 / THEORY §1, §2, §4: width N, depth L,
 noise), two inputs a, b that share weights and biases but draw independent masks, started at the
 fixed point (layer-0 pre-activations with variance q*, correlation c*). Loss
 ``E = sum_i y_i^2`` with ``y = phi(z^L)`` (no noise on the output), or a readout loss
-``y = V phi(z^L) + b_out`` with ``n_out`` outputs and their own weights. Backward by autograd through
+``y = V x~^L`` (noisy last layer, ``n_out`` outputs, own weights V ~ N(0, sigma_w^2/N), no bias;
+the convention of ``meanfield.gradient_metrics(loss="readout")``, whose values are per output and
+carry a factor N: multiply them by n_out / N). Backward by autograd through
 the same masks. Per layer l (index 0 = layer 1, index L-1 = layer L), with ``delta = dE/dz``:
 
 - ``g_aa^l = (|delta^{l,a}|^2/N)(|x~^{l-1,a}|^2/N)`` = mean_ij (dE_a/dW_ij)^2 (and g_bb for input b)
@@ -301,10 +303,10 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=1.0, *, width, depth
             zs.append(z)
             if layer < depth - 1:
                 x = _noisy(phi(z), mask(), keep, noise, s, backward)
-        y = phi(zs[-1])
-        if loss == "readout":
-            bo = torch.randn(r, n_out, 1, generator=gen, dtype=dt, device=dev) * math.sqrt(sigma_b2)
-            y = linear(y, n_out, sigma_w2, gen, gia) + bo
+        if loss == "readout":  # y = V x~^L: noisy last layer, V ~ N(0, sigma_w^2/N), no bias
+            y = linear(_noisy(phi(zs[-1]), mask(), keep, noise, s, backward), n_out, sigma_w2, gen, gia)
+        else:
+            y = phi(zs[-1])
         energy = (y * y).sum()
         deltas = torch.autograd.grad(energy, zs)
         with torch.no_grad():
