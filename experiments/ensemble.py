@@ -1,0 +1,113 @@
+"""Batched ensembles: many networks of one architecture trained in one computation.
+
+Members share ``n_in, width, depth, n_out, activation, init`` and the training protocol
+(``TrainConfig``: optimiser, learning rate, one minibatch stream) but may differ in ``sigma_w2``,
+``sigma_b2``, ``keep`` and ``seed`` (e.g. all sigma_w^2 values of a sweep at one depth). Weights are
+stacked into ``(M, fan_out, fan_in)`` tensors and every layer is one ``torch.baddbmm``.
+
+Equality with training alone: member i is initialised by ``models.init_params(cfg_i, seed_i)`` and
+draws its dropout masks from its own generator exactly as ``models.DeepMLP`` does; the loss is the sum
+of the members' mean cross-entropies, so each member's gradient is its own; SGD and RMSprop act
+element-wise, so ``torch.optim`` on the stacked tensors updates each member as it would alone.
+Hence member i's trajectory equals ``models.train_network(cfg_i, tcfg, data, seed_i)`` up to
+floating-point rounding (``tests/test_models_ensemble.py``). A member whose loss diverges (NaN/inf)
+cannot contaminate the others: no operation mixes members.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import (ACTIVATIONS, MASK_SEED_OFFSET, MinibatchStream, NetConfig, TrainConfig,
+                     TrainResult, _as_tensors, evaluate, init_params, make_optimizer)
+
+__all__ = ["EnsembleMLP", "train_ensemble"]
+
+_SHARED = ("n_in", "width", "depth", "n_out", "activation", "init")
+
+
+class EnsembleMLP(torch.nn.Module):
+    """M networks with stacked parameters; ``forward(x)`` maps (B, n_in) to (M, B, n_out) logits."""
+
+    def __init__(self, cfgs: Sequence[NetConfig], seeds: Sequence[int], dtype=torch.float32):
+        super().__init__()
+        if len(cfgs) == 0 or len(cfgs) != len(seeds):
+            raise ValueError(f"cfgs and seeds must be non-empty and of equal length, got "
+                             f"{len(cfgs)} and {len(seeds)}")
+        c0 = cfgs[0]
+        for c in cfgs[1:]:
+            diff = [f for f in _SHARED if getattr(c, f) != getattr(c0, f)]
+            if diff:
+                raise ValueError(f"ensemble members must share {_SHARED}; they differ in {diff}")
+        self.cfgs, self.cfg = list(cfgs), c0
+        per_member = [init_params(c, s, dtype) for c, s in zip(cfgs, seeds)]
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.stack([p[l][0] for p in per_member])) for l in range(c0.depth + 1)])
+        self.biases = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.stack([p[l][1] for p in per_member])) for l in range(c0.depth + 1)])
+        self.phi = ACTIVATIONS[c0.activation]
+        self.keep = torch.tensor([c.keep for c in cfgs], dtype=dtype)
+        self.any_dropout = bool((self.keep < 1).any())
+        self.mask_gens = [torch.Generator().manual_seed(int(s) + MASK_SEED_OFFSET) for s in seeds]
+
+    @property
+    def n_members(self) -> int:
+        return len(self.cfgs)
+
+    def _masks(self, batch: int, dtype) -> torch.Tensor:
+        """(depth, M, B, width) dropout multipliers m / keep, one draw per member as in DeepMLP."""
+        c = self.cfg
+        u = torch.stack([torch.rand(c.depth, batch, c.width, generator=g, dtype=dtype)
+                         if keep < 1 else torch.zeros(c.depth, batch, c.width, dtype=dtype)
+                         for g, keep in zip(self.mask_gens, self.keep.tolist())], dim=1)
+        k = self.keep.to(dtype).view(1, -1, 1, 1)
+        return (u < k).to(dtype) / k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        masks = self._masks(x.shape[0], x.dtype) if (self.training and self.any_dropout) else None
+        h = torch.matmul(x, self.weights[0].transpose(1, 2)) + self.biases[0].unsqueeze(1)
+        for l in range(c.depth):
+            if l > 0:
+                h = torch.baddbmm(self.biases[l].unsqueeze(1), h, self.weights[l].transpose(1, 2))
+            h = self.phi(h)
+            if masks is not None:
+                h = h * masks[l]
+        return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
+
+
+def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainConfig, dataset,
+                   dtype=torch.float32) -> list[TrainResult]:
+    """Train all members together; returns one ``TrainResult`` per member (wall time is shared
+    equally)."""
+    t0 = time.perf_counter()
+    xtr, ytr, xte, yte = _as_tensors(dataset, tcfg, dtype)
+    model = EnsembleMLP(cfgs, seeds, dtype)
+    m = model.n_members
+    opt = make_optimizer(model.parameters(), tcfg)
+    stream = MinibatchStream(len(xtr), tcfg.batch_size, tcfg.data_seed)
+    losses = np.empty((tcfg.steps, m))
+    model.train()
+    for t in range(tcfg.steps):
+        idx = torch.as_tensor(stream.next())
+        logits = model(xtr[idx])                                   # (M, B, C)
+        yb = ytr[idx]
+        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(m),
+                              reduction="none").view(m, -1).mean(1)
+        opt.zero_grad(set_to_none=True)
+        per.sum().backward()
+        opt.step()
+        losses[t] = per.detach().numpy()
+    train_acc = (logits.detach().argmax(-1) == yb).double().mean(1).numpy()
+    model.eval()
+    ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size])
+    eval_acc, eval_loss = evaluate(model, xtr[ev], ytr[ev])
+    test_acc, _ = evaluate(model, xte, yte)
+    wall = (time.perf_counter() - t0) / m
+    return [TrainResult(float(train_acc[i]), float(losses[-1, i]), float(eval_acc[i]),
+                        float(eval_loss[i]), float(test_acc[i]), losses[:, i].copy(), wall)
+            for i in range(m)]

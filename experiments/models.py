@@ -1,0 +1,248 @@
+"""Deep fully-connected networks as in Schoenholz et al. (2017) and Huang et al. (2019).
+
+Architecture (``NetConfig``): input -> ``depth`` hidden layers of ``width`` units -> linear readout.
+Hidden layer l computes ``z^l = W^l h^{l-1} + b^l``, ``h^l = m^l * phi(z^l) / keep`` with
+``m^l ~ Bernoulli(keep)`` (inverted dropout after every hidden activation, THEORY section 1; the
+input is not dropped). ``keep`` is the keep probability rho (``keep = 1``: no dropout; PyTorch's
+``p`` would be ``1 - keep``). Initialisation: ``W_ij ~ N(0, sigma_w^2 / fan_in)`` ("gaussian") or a
+random orthogonal matrix scaled by ``sigma_w`` ("orthogonal", rows orthonormal when out <= in,
+columns otherwise); ``b_i ~ N(0, sigma_b^2)``. The readout uses the same rule.
+
+Reproducibility contract (what lets ``experiments.ensemble`` match a network trained alone):
+
+- parameters come from ``torch.Generator().manual_seed(seed)``, drawn layer by layer (W then b);
+- dropout masks come from a second generator seeded ``seed + MASK_SEED_OFFSET``; each training step
+  draws one ``(depth, batch, width)`` uniform tensor, and ``mask = u < keep``;
+- minibatches come from ``MinibatchStream(n, batch, data_seed)``: one stream shared by all networks.
+
+``train_network`` trains one network with ``torch.optim`` (SGD or RMSprop, PyTorch defaults apart
+from the learning rate) on the cross-entropy loss and returns a ``TrainResult``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ACTIVATIONS", "NetConfig", "TrainConfig", "TrainResult", "MinibatchStream",
+           "init_params", "DeepMLP", "train_network", "evaluate", "MASK_SEED_OFFSET"]
+
+MASK_SEED_OFFSET = 1_000_003
+
+ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "hard_tanh": F.hardtanh,
+    "erf": lambda x: torch.erf(x * (math.sqrt(math.pi) / 2.0)),
+    "sigmoid": torch.sigmoid,
+    "gelu": F.gelu,
+    "silu": F.silu,
+}
+INITS = ("gaussian", "orthogonal")
+OPTIMIZERS = ("sgd", "rmsprop")
+
+
+def _check_positive_int(name, v):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Network: ``n_in`` inputs, ``depth`` hidden layers of ``width``, ``n_out`` outputs."""
+
+    n_in: int
+    width: int
+    depth: int
+    n_out: int = 10
+    activation: str = "tanh"
+    sigma_w2: float = 1.0
+    sigma_b2: float = 0.05
+    keep: float = 1.0
+    init: str = "gaussian"
+
+    def __post_init__(self):
+        for name in ("n_in", "width", "depth", "n_out"):
+            _check_positive_int(name, getattr(self, name))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if not (math.isfinite(self.sigma_w2) and self.sigma_w2 > 0):
+            raise ValueError(f"sigma_w2 must be a finite number > 0, got {self.sigma_w2!r}")
+        if not (math.isfinite(self.sigma_b2) and self.sigma_b2 >= 0):
+            raise ValueError(f"sigma_b2 must be a finite number >= 0, got {self.sigma_b2!r}")
+        if not (0 < self.keep <= 1):
+            raise ValueError(f"keep (keep probability rho) must be in (0, 1], got {self.keep!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+
+    @property
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """(fan_in, fan_out) of each weight matrix, input side first, readout last."""
+        sizes = [self.n_in] + [self.width] * self.depth + [self.n_out]
+        return list(zip(sizes[:-1], sizes[1:]))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation protocol shared by all networks of a run."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.003
+    batch_size: int = 1000
+    steps: int = 1000
+    data_seed: int = 0
+    eval_size: int = 1000      # fixed evaluation batch: first eval_size images of the stream's permutation
+    test_size: int | None = None   # None: the whole test set
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        _check_positive_int("batch_size", self.batch_size)
+        _check_positive_int("steps", self.steps)
+        _check_positive_int("eval_size", self.eval_size)
+        if self.test_size is not None:
+            _check_positive_int("test_size", self.test_size)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Final metrics of one trained network; ``losses`` is the per-step training loss."""
+
+    train_acc_last: float   # last training minibatch, with its dropout masks (the papers' metric)
+    train_loss_last: float
+    eval_acc: float         # fixed training-set evaluation batch, no dropout
+    eval_loss: float
+    test_acc: float         # test set (or its first test_size images), no dropout
+    losses: np.ndarray = field(repr=False)
+    wall_time: float = 0.0
+
+
+class MinibatchStream:
+    """Shared minibatch index stream: epoch-wise permutations from ``numpy`` ``default_rng(seed)``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        _check_positive_int("n", n)
+        _check_positive_int("batch_size", batch_size)
+        if batch_size > n:
+            raise ValueError(f"batch_size must be <= the number of training examples {n}, got {batch_size}")
+        self.n, self.batch_size = n, batch_size
+        self._rng = np.random.default_rng(seed)
+        self.first_perm = self._rng.permutation(n)
+        self._perm, self._pos = self.first_perm, 0
+
+    def next(self) -> np.ndarray:
+        if self._pos + self.batch_size > self.n:
+            self._perm, self._pos = self._rng.permutation(self.n), 0
+        idx = self._perm[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx
+
+
+def _orthogonal(rows: int, cols: int, gen: torch.Generator, dtype) -> torch.Tensor:
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=gen, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r))  # Haar measure (sign fix)
+    return (q if rows >= cols else q.T).to(dtype)
+
+
+def init_params(cfg: NetConfig, seed: int, dtype=torch.float32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(W, b)] per layer, input side first; W has shape (fan_out, fan_in). See module docstring."""
+    gen = torch.Generator().manual_seed(int(seed))
+    out = []
+    sw, sb = math.sqrt(cfg.sigma_w2), math.sqrt(cfg.sigma_b2)
+    for fan_in, fan_out in cfg.layer_sizes:
+        if cfg.init == "gaussian":
+            w = torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) * (sw / math.sqrt(fan_in))
+        else:
+            w = _orthogonal(fan_out, fan_in, gen, torch.float64) * sw
+        b = torch.randn(fan_out, generator=gen, dtype=torch.float64) * sb
+        out.append((w.to(dtype), b.to(dtype)))
+    return out
+
+
+class DeepMLP(torch.nn.Module):
+    """One network (the reference implementation the batched ensemble is tested against)."""
+
+    def __init__(self, cfg: NetConfig, seed: int, dtype=torch.float32):
+        super().__init__()
+        self.cfg = cfg
+        params = init_params(cfg, seed, dtype)
+        self.weights = torch.nn.ParameterList([torch.nn.Parameter(w) for w, _ in params])
+        self.biases = torch.nn.ParameterList([torch.nn.Parameter(b) for _, b in params])
+        self.phi = ACTIVATIONS[cfg.activation]
+        self.mask_gen = torch.Generator().manual_seed(int(seed) + MASK_SEED_OFFSET)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        drop = self.training and cfg.keep < 1.0
+        if drop:
+            u = torch.rand(cfg.depth, x.shape[0], cfg.width, generator=self.mask_gen, dtype=x.dtype)
+        h = x
+        for l in range(cfg.depth):
+            h = self.phi(F.linear(h, self.weights[l], self.biases[l]))
+            if drop:
+                h = h * (u[l] < cfg.keep).to(x.dtype) / cfg.keep
+        return F.linear(h, self.weights[-1], self.biases[-1])
+
+
+def make_optimizer(params, tcfg: TrainConfig) -> torch.optim.Optimizer:
+    if tcfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tcfg.lr)
+    return torch.optim.RMSprop(params, lr=tcfg.lr)
+
+
+@torch.no_grad()
+def evaluate(forward, x: torch.Tensor, y: torch.Tensor, chunk: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy, mean cross-entropy) of ``forward`` (returning (..., N, C) logits) over x, y."""
+    correct, loss = 0.0, 0.0
+    for i in range(0, len(x), chunk):
+        logits = forward(x[i:i + chunk])
+        yy = y[i:i + chunk]
+        correct = correct + (logits.argmax(-1) == yy).sum(-1).double()
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yy.expand(logits.shape[:-1]).reshape(-1),
+                             reduction="none").reshape(logits.shape[:-1])
+        loss = loss + ce.sum(-1).double()
+    return (np.asarray(correct / len(x)), np.asarray(loss / len(x)))
+
+
+def _as_tensors(dataset, tcfg: TrainConfig, dtype):
+    xtr = torch.as_tensor(dataset.x_train).to(dtype)
+    ytr = torch.as_tensor(dataset.y_train)
+    n_test = len(dataset.x_test) if tcfg.test_size is None else min(tcfg.test_size, len(dataset.x_test))
+    xte = torch.as_tensor(dataset.x_test[:n_test]).to(dtype)
+    yte = torch.as_tensor(dataset.y_test[:n_test])
+    return xtr, ytr, xte, yte
+
+
+def train_network(cfg: NetConfig, tcfg: TrainConfig, dataset, seed: int,
+                  dtype=torch.float32) -> TrainResult:
+    """Train one ``DeepMLP`` on ``dataset`` (an ``experiments.data.Dataset``)."""
+    t0 = time.perf_counter()
+    xtr, ytr, xte, yte = _as_tensors(dataset, tcfg, dtype)
+    model = DeepMLP(cfg, seed, dtype)
+    opt = make_optimizer(model.parameters(), tcfg)
+    stream = MinibatchStream(len(xtr), tcfg.batch_size, tcfg.data_seed)
+    losses = np.empty(tcfg.steps)
+    model.train()
+    for t in range(tcfg.steps):
+        idx = torch.as_tensor(stream.next())
+        logits = model(xtr[idx])
+        loss = F.cross_entropy(logits, ytr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[t] = loss.item()
+    train_acc = (logits.detach().argmax(-1) == ytr[idx]).double().mean().item()
+    model.eval()
+    ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size])
+    eval_acc, eval_loss = evaluate(model, xtr[ev], ytr[ev])
+    test_acc, _ = evaluate(model, xte, yte)
+    return TrainResult(train_acc, float(losses[-1]), float(eval_acc), float(eval_loss),
+                       float(test_acc), losses, time.perf_counter() - t0)
