@@ -3,8 +3,8 @@
 Conventions (read these before comparing with other code):
 
 - ``KWinners(n, k)``: k = number of *winners* kept (fraction f = k/n on; the theory's f). Per sample
-  exactly k units win; ties at the k-th value are broken in favour of the **lower index** (stable
-  descending sort), so the count is exact and the choice deterministic. Winners pass on their own
+  exactly k units win; ties at the k-th value are broken in favour of the
+  **lower index**, so the count is exact and the choice deterministic. Winners pass on their own
   (un-boosted) value, losers output 0; the gradient is the winner mask. Boosting chooses winners by
   ``x * exp(beta (f - d_i))`` with duty cycles ``d``, updated in training mode after each batch as
   ``d <- (d (T - B) + sum_batch 1(y > 0)) / T``, ``T = min(duty_cycle_period, samples seen)``
@@ -86,10 +86,13 @@ class KWinners(nn.Module):
 
     def winner_mask(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Boolean (B, n) mask of exactly k winners per row, chosen on the boosted input."""
-        boost = torch.exp(self.boost_strength * (self.f - self.duty_cycle)).to(x.dtype)
-        order = torch.sort(x * boost, dim=1, descending=True, stable=True).indices[:, :k]
-        mask = torch.zeros_like(x, dtype=torch.bool)
-        return mask.scatter_(1, order, True)
+        b = x * torch.exp(self.boost_strength * (self.f - self.duty_cycle)).to(x.dtype)
+        kth = torch.topk(b, k, dim=1).values[:, -1:]
+        above = b > kth
+        # ties at the k-th value: the lowest indices fill the remaining places (exactly k winners)
+        tied = b == kth
+        room = k - above.sum(dim=1, keepdim=True)
+        return above | (tied & (tied.cumsum(dim=1) <= room))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
