@@ -166,7 +166,8 @@ def deriv_second_moment(act, noise, q, keep):
     def d2(x):
         _, dphi, _, b, k, r = _sparseout_parts(act, noise, x, keep)
         return dphi ** 2 * (1 + r * b * b)
-    return expect(d2, q, kinks=_sparseout_kinks(act))
+    # b^2 ~ |phi|^(s-2) is singular (integrably, s > 1) at the zeros of phi
+    return expect(d2, q, kinks=_sparseout_kinks(act), singular=noise.s < 2)
 
 
 def pair_moments(act, q, c, keys=("K", "Kd"), rtol=RTOL):
