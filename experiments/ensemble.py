@@ -33,7 +33,8 @@ _SHARED = ("n_in", "width", "depth", "n_out", "activation", "init")
 class EnsembleMLP(torch.nn.Module):
     """M networks with stacked parameters; ``forward(x)`` maps (B, n_in) to (M, B, n_out) logits."""
 
-    def __init__(self, cfgs: Sequence[NetConfig], seeds: Sequence[int], dtype=torch.float32):
+    def __init__(self, cfgs: Sequence[NetConfig], seeds: Sequence[int], dtype=torch.float32,
+                 device="cpu"):
         super().__init__()
         if len(cfgs) == 0 or len(cfgs) != len(seeds):
             raise ValueError(f"cfgs and seeds must be non-empty and of equal length, got "
@@ -44,56 +45,58 @@ class EnsembleMLP(torch.nn.Module):
             if diff:
                 raise ValueError(f"ensemble members must share {_SHARED}; they differ in {diff}")
         self.cfgs, self.cfg = list(cfgs), c0
-        per_member = [init_params(c, s, dtype) for c, s in zip(cfgs, seeds)]
+        per_member = [[(w.to(device), b.to(device)) for w, b in init_params(c, s, dtype)]
+                      for c, s in zip(cfgs, seeds)]
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.stack([p[l][0] for p in per_member])) for l in range(c0.depth + 1)])
         self.biases = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.stack([p[l][1] for p in per_member])) for l in range(c0.depth + 1)])
         self.phi = ACTIVATIONS[c0.activation]
-        self.keep = torch.tensor([c.keep for c in cfgs], dtype=dtype)
-        self.any_dropout = bool((self.keep < 1).any())
-        self.mask_gens = [torch.Generator().manual_seed(int(s) + MASK_SEED_OFFSET) for s in seeds]
+        self.keeps = [c.keep for c in cfgs]
+        self.keep = torch.tensor(self.keeps, dtype=dtype, device=device).view(-1, 1, 1)
+        self.any_dropout = any(k < 1 for k in self.keeps)
+        self.mask_gens = [torch.Generator(device=device).manual_seed(int(s) + MASK_SEED_OFFSET)
+                          for s in seeds]
 
     @property
     def n_members(self) -> int:
         return len(self.cfgs)
 
-    def _masks(self, batch: int, dtype) -> torch.Tensor:
-        """(depth, M, B, width) dropout multipliers m / keep, one draw per member as in DeepMLP."""
-        c = self.cfg
-        u = torch.stack([torch.rand(c.depth, batch, c.width, generator=g, dtype=dtype)
-                         if keep < 1 else torch.zeros(c.depth, batch, c.width, dtype=dtype)
-                         for g, keep in zip(self.mask_gens, self.keep.tolist())], dim=1)
-        k = self.keep.to(dtype).view(1, -1, 1, 1)
-        return (u < k).to(dtype) / k
+    def _mask(self, h: torch.Tensor) -> torch.Tensor:
+        """(M, B, width) dropout multipliers m / keep for one layer, drawn as in DeepMLP."""
+        shape = h.shape[1:]
+        u = torch.stack([torch.rand(shape, generator=g, dtype=h.dtype, device=h.device)
+                         if keep < 1 else torch.zeros(shape, dtype=h.dtype, device=h.device)
+                         for g, keep in zip(self.mask_gens, self.keeps)])
+        return (u < self.keep).to(h.dtype) / self.keep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        masks = self._masks(x.shape[0], x.dtype) if (self.training and self.any_dropout) else None
+        drop = self.training and self.any_dropout
         h = torch.matmul(x, self.weights[0].transpose(1, 2)) + self.biases[0].unsqueeze(1)
         for l in range(c.depth):
             if l > 0:
                 h = torch.baddbmm(self.biases[l].unsqueeze(1), h, self.weights[l].transpose(1, 2))
             h = self.phi(h)
-            if masks is not None:
-                h = h * masks[l]
+            if drop:
+                h = h * self._mask(h)
         return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
 
 
 def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainConfig, dataset,
-                   dtype=torch.float32) -> list[TrainResult]:
+                   dtype=torch.float32, device="cpu") -> list[TrainResult]:
     """Train all members together; returns one ``TrainResult`` per member (wall time is shared
     equally)."""
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = _as_tensors(dataset, tcfg, dtype)
-    model = EnsembleMLP(cfgs, seeds, dtype)
+    xtr, ytr, xte, yte = _as_tensors(dataset, tcfg, dtype, device)
+    model = EnsembleMLP(cfgs, seeds, dtype, device)
     m = model.n_members
     opt = make_optimizer(model.parameters(), tcfg)
     stream = MinibatchStream(len(xtr), tcfg.batch_size, tcfg.data_seed)
     losses = np.empty((tcfg.steps, m))
     model.train()
     for t in range(tcfg.steps):
-        idx = torch.as_tensor(stream.next())
+        idx = torch.as_tensor(stream.next(), device=xtr.device)
         logits = model(xtr[idx])                                   # (M, B, C)
         yb = ytr[idx]
         per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(m),
@@ -101,10 +104,10 @@ def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainC
         opt.zero_grad(set_to_none=True)
         per.sum().backward()
         opt.step()
-        losses[t] = per.detach().numpy()
-    train_acc = (logits.detach().argmax(-1) == yb).double().mean(1).numpy()
+        losses[t] = per.detach().cpu().numpy()
+    train_acc = (logits.detach().argmax(-1) == yb).double().mean(1).cpu().numpy()
     model.eval()
-    ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size])
+    ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size], device=xtr.device)
     eval_acc, eval_loss = evaluate(model, xtr[ev], ytr[ev])
     test_acc, _ = evaluate(model, xte, yte)
     wall = (time.perf_counter() - t0) / m

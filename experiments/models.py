@@ -12,7 +12,7 @@ Reproducibility contract (what lets ``experiments.ensemble`` match a network tra
 
 - parameters come from ``torch.Generator().manual_seed(seed)``, drawn layer by layer (W then b);
 - dropout masks come from a second generator seeded ``seed + MASK_SEED_OFFSET``; each training step
-  draws one ``(depth, batch, width)`` uniform tensor, and ``mask = u < keep``;
+  draws, layer by layer, one ``(batch, width)`` uniform tensor ``u`` and uses ``mask = u < keep``;
 - minibatches come from ``MinibatchStream(n, batch, data_seed)``: one stream shared by all networks.
 
 ``train_network`` trains one network with ``torch.optim`` (SGD or RMSprop, PyTorch defaults apart
@@ -170,25 +170,25 @@ def init_params(cfg: NetConfig, seed: int, dtype=torch.float32) -> list[tuple[to
 class DeepMLP(torch.nn.Module):
     """One network (the reference implementation the batched ensemble is tested against)."""
 
-    def __init__(self, cfg: NetConfig, seed: int, dtype=torch.float32):
+    def __init__(self, cfg: NetConfig, seed: int, dtype=torch.float32, device="cpu"):
         super().__init__()
         self.cfg = cfg
-        params = init_params(cfg, seed, dtype)
+        params = [(w.to(device), b.to(device)) for w, b in init_params(cfg, seed, dtype)]
         self.weights = torch.nn.ParameterList([torch.nn.Parameter(w) for w, _ in params])
         self.biases = torch.nn.ParameterList([torch.nn.Parameter(b) for _, b in params])
         self.phi = ACTIVATIONS[cfg.activation]
-        self.mask_gen = torch.Generator().manual_seed(int(seed) + MASK_SEED_OFFSET)
+        self.mask_gen = torch.Generator(device=device).manual_seed(int(seed) + MASK_SEED_OFFSET)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         drop = self.training and cfg.keep < 1.0
-        if drop:
-            u = torch.rand(cfg.depth, x.shape[0], cfg.width, generator=self.mask_gen, dtype=x.dtype)
         h = x
         for l in range(cfg.depth):
             h = self.phi(F.linear(h, self.weights[l], self.biases[l]))
             if drop:
-                h = h * (u[l] < cfg.keep).to(x.dtype) / cfg.keep
+                u = torch.rand(x.shape[0], cfg.width, generator=self.mask_gen, dtype=x.dtype,
+                               device=x.device)
+                h = h * (u < cfg.keep).to(x.dtype) / cfg.keep
         return F.linear(h, self.weights[-1], self.biases[-1])
 
 
@@ -209,30 +209,30 @@ def evaluate(forward, x: torch.Tensor, y: torch.Tensor, chunk: int = 2000) -> tu
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yy.expand(logits.shape[:-1]).reshape(-1),
                              reduction="none").reshape(logits.shape[:-1])
         loss = loss + ce.sum(-1).double()
-    return (np.asarray(correct / len(x)), np.asarray(loss / len(x)))
+    return (np.asarray((correct / len(x)).cpu()), np.asarray((loss / len(x)).cpu()))
 
 
-def _as_tensors(dataset, tcfg: TrainConfig, dtype):
-    xtr = torch.as_tensor(dataset.x_train).to(dtype)
-    ytr = torch.as_tensor(dataset.y_train)
+def _as_tensors(dataset, tcfg: TrainConfig, dtype, device="cpu"):
+    xtr = torch.as_tensor(dataset.x_train).to(device, dtype)
+    ytr = torch.as_tensor(dataset.y_train).to(device)
     n_test = len(dataset.x_test) if tcfg.test_size is None else min(tcfg.test_size, len(dataset.x_test))
-    xte = torch.as_tensor(dataset.x_test[:n_test]).to(dtype)
-    yte = torch.as_tensor(dataset.y_test[:n_test])
+    xte = torch.as_tensor(dataset.x_test[:n_test]).to(device, dtype)
+    yte = torch.as_tensor(dataset.y_test[:n_test]).to(device)
     return xtr, ytr, xte, yte
 
 
 def train_network(cfg: NetConfig, tcfg: TrainConfig, dataset, seed: int,
-                  dtype=torch.float32) -> TrainResult:
+                  dtype=torch.float32, device="cpu") -> TrainResult:
     """Train one ``DeepMLP`` on ``dataset`` (an ``experiments.data.Dataset``)."""
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = _as_tensors(dataset, tcfg, dtype)
-    model = DeepMLP(cfg, seed, dtype)
+    xtr, ytr, xte, yte = _as_tensors(dataset, tcfg, dtype, device)
+    model = DeepMLP(cfg, seed, dtype, device)
     opt = make_optimizer(model.parameters(), tcfg)
     stream = MinibatchStream(len(xtr), tcfg.batch_size, tcfg.data_seed)
     losses = np.empty(tcfg.steps)
     model.train()
     for t in range(tcfg.steps):
-        idx = torch.as_tensor(stream.next())
+        idx = torch.as_tensor(stream.next(), device=xtr.device)
         logits = model(xtr[idx])
         loss = F.cross_entropy(logits, ytr[idx])
         opt.zero_grad(set_to_none=True)
@@ -241,7 +241,7 @@ def train_network(cfg: NetConfig, tcfg: TrainConfig, dataset, seed: int,
         losses[t] = loss.item()
     train_acc = (logits.detach().argmax(-1) == ytr[idx]).double().mean().item()
     model.eval()
-    ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size])
+    ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size], device=xtr.device)
     eval_acc, eval_loss = evaluate(model, xtr[ev], ytr[ev])
     test_acc, _ = evaluate(model, xte, yte)
     return TrainResult(train_acc, float(losses[-1]), float(eval_acc), float(eval_loss),
