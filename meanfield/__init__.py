@@ -7,11 +7,14 @@ from .activations import ACTIVATIONS, Activation, erf_activation, get_activation
 from .gauss import ConvergenceError
 from .maps import (MeanFieldResult, NoFixedPointError, analyze, c_map, c_star, chi_1, chi_c, chi_q,
                    covariance_map, depth_scale, gradient_depth_scale, q_map, q_star)
+from .gradients import GradientMetrics, gradient_metrics
 from .noise import NOISE_KINDS, Noise
+from .phase import PhaseDiagram, critical_sigma_w2, phase_diagram
 
 __all__ = [
     "ACTIVATIONS", "Activation", "erf_activation", "get_activation", "ConvergenceError",
     "MeanFieldResult", "NoFixedPointError", "analyze", "c_map", "c_star", "chi_1", "chi_c", "chi_q",
     "covariance_map", "depth_scale", "gradient_depth_scale", "q_map", "q_star", "NOISE_KINDS", "Noise",
+    "GradientMetrics", "gradient_metrics", "PhaseDiagram", "critical_sigma_w2", "phase_diagram",
 ]
 __version__ = "0.1.0"

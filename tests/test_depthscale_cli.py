@@ -1,0 +1,78 @@
+"""python -m meanfield.depthscale: both probabilities stated, JSON records, errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import meanfield as mf
+from meanfield.depthscale import main
+
+
+def test_rate_prints_keep_and_drop(capsys):
+    assert main(["--rate", "0.5", "--sigma-w2", "1.0,2.0"]) == 0
+    out = capsys.readouterr().out
+    assert "keep (rho) = 0.5" in out and "drop (rate) = 0.5" in out
+    for col in ("q_star", "c_star", "chi_1", "chi_c", "xi_q", "xi_c", "xi_1", "6*xi_c"):
+        assert col in out
+
+
+def test_default_sweep_is_1_to_4(tmp_path):
+    path = tmp_path / "out.json"
+    assert main(["--keep", "0.99", "--json", str(path)]) == 0
+    recs = json.loads(path.read_text())
+    assert [r["sigma_w2"] for r in recs][:2] == [1.0, 1.1] and recs[-1]["sigma_w2"] == 4.0
+    assert len(recs) == 31
+    r = recs[6]  # sigma_w2 = 1.6: THEORY §5 row
+    assert r["keep"] == 0.99 and r["drop"] == pytest.approx(0.01)
+    assert r["q_star"] == pytest.approx(0.4836, abs=1e-4) and r["xi_c"] == pytest.approx(12.85, abs=0.01)
+    ref = mf.analyze("tanh", 1.6, 0.05, 0.99)
+    for name in ("q_star", "c_star", "chi_1", "chi_c", "chi_q", "xi_q", "xi_c", "xi_1"):
+        assert r[name] == pytest.approx(float(getattr(ref, name)), rel=1e-12)
+    assert r["6_xi_c"] == pytest.approx(6 * r["xi_c"])
+
+
+def test_rate_and_keep_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        main(["--rate", "0.5", "--keep", "0.5"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--rate", "1.0"], "--rate (drop probability) must lie in [0, 1)"),
+    (["--keep", "0"], "--keep (keep probability) must lie in (0, 1]"),
+    (["--sigma-b2", "-1"], "sigma_b2 (bias variance) must be >= 0"),
+    (["--sigma-w2", "4:1:0.1"], "start:stop:step"),
+])
+def test_bad_arguments(argv, msg, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert msg in capsys.readouterr().err
+
+
+def test_divergent_rows_are_marked_not_nan(capsys):
+    assert main(["--activation", "relu", "--keep", "0.8", "--sigma-w2", "1.0,2.0"]) == 0
+    out = capsys.readouterr().out
+    assert "no finite fixed point" in out and "nan" not in out.lower()
+
+
+def test_sparseout_option(capsys):
+    assert main(["--activation", "relu", "--keep", "0.7", "--s", "1.5", "--sigma-w2", "1.2"]) == 0
+    assert "sparseout (s = 1.5" in capsys.readouterr().out
+
+
+def test_module_entry_point_and_help():
+    out = subprocess.run([sys.executable, "-m", "meanfield.depthscale", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for opt in ("--rate", "--keep", "--activation", "--sigma-w2", "--sigma-b2", "--s", "--json"):
+        assert opt in out
+    res = subprocess.run([sys.executable, "-m", "meanfield.depthscale", "--rate", "0.5"],
+                         capture_output=True, text=True, check=True)
+    assert "drop (rate) = 0.5" in res.stdout
+
+
+def test_cli_does_not_import_heavy_modules():
+    code = ("import sys, meanfield.depthscale; "
+            "print(sorted(m for m in ('torch', 'sympy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,105 @@
+"""Bad input gives a clear error naming the parameter and its valid range."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import meanfield as mf
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+fast = settings(max_examples=40, deadline=None)
+
+
+@fast
+@given(keep=finite.filter(lambda k: not 0 < k <= 1))
+def test_keep_outside_unit_interval(keep):
+    with pytest.raises(ValueError, match=r"keep \(keep probability rho\) must lie in \(0, 1\]"):
+        mf.analyze("tanh", 1.5, 0.05, keep)
+
+
+@fast
+@given(drop=finite.filter(lambda d: not 0 <= d < 1))
+def test_drop_outside_range(drop):
+    with pytest.raises(ValueError, match=r"drop .* must lie in \[0, 1\)"):
+        mf.analyze("tanh", 1.5, 0.05, drop=drop)
+
+
+def test_keep_and_drop_together():
+    with pytest.raises(ValueError, match="not both"):
+        mf.analyze("tanh", 1.5, 0.05, keep=0.9, drop=0.1)
+
+
+@fast
+@given(sw=finite.filter(lambda v: v <= 0))
+def test_nonpositive_weight_variance(sw):
+    with pytest.raises(ValueError, match=r"sigma_w2 .* must be > 0"):
+        mf.analyze("tanh", sw, 0.05, 0.9)
+
+
+@fast
+@given(sb=finite.filter(lambda v: v < 0))
+def test_negative_bias_variance(sb):
+    with pytest.raises(ValueError, match=r"sigma_b2 .* must be >= 0"):
+        mf.q_star("tanh", 1.5, sb, 0.9)
+
+
+@fast
+@given(bad=st.sampled_from([np.nan, np.inf, -np.inf]), which=st.sampled_from(["sigma_w2", "sigma_b2", "keep"]))
+def test_non_finite_values(bad, which):
+    kw = dict(sigma_w2=1.5, sigma_b2=0.05, keep=0.9)
+    kw[which] = bad
+    with pytest.raises(ValueError, match=f"{which} must be finite"):
+        mf.analyze("tanh", **kw)
+
+
+def test_non_finite_inside_an_array():
+    with pytest.raises(ValueError, match="sigma_w2 must be finite"):
+        mf.analyze("tanh", [1.0, np.nan], 0.05, 0.9)
+
+
+@fast
+@given(name=st.text(min_size=1, max_size=12).filter(
+    lambda s: s.lower() not in mf.ACTIVATIONS + ("htanh", "hardtanh", "swish", "identity")))
+def test_unknown_activation(name):
+    with pytest.raises(ValueError, match="unknown activation"):
+        mf.analyze(name, 1.5, 0.05, 0.9)
+
+
+@fast
+@given(keep=st.floats(0.05, 1.0), excess=st.floats(0.0, 10.0), sb=st.floats(1e-3, 1.0))
+def test_divergent_relu_q_map(keep, excess, sb):
+    sw = 2 * keep + excess
+    with pytest.raises(mf.NoFixedPointError, match="sigma_w2 < 2 keep"):
+        mf.analyze("relu", sw, sb, keep)
+
+
+@fast
+@given(keep=st.floats(0.05, 1.0), excess=st.floats(1e-3, 10.0))
+def test_divergent_linear_q_map(keep, excess):
+    with pytest.raises(mf.NoFixedPointError, match="no finite fixed point q\\*"):
+        mf.q_star("linear", keep + excess, 0.1, keep)
+
+
+def test_other_bad_options():
+    with pytest.raises(ValueError, match="noise must be one of"):
+        mf.analyze("tanh", 1.5, 0.05, 0.9, noise="gaussian")
+    with pytest.raises(ValueError, match="s .* must be a positive"):
+        mf.analyze("tanh", 1.5, 0.05, 0.9, noise="sparseout", s=-1)
+    with pytest.raises(ValueError, match="backward must be one of"):
+        mf.analyze("tanh", 1.5, 0.05, 0.9, noise="sparseout", backward="fast")
+    with pytest.raises(ValueError, match="noise='none' needs keep = 1"):
+        mf.analyze("tanh", 1.5, 0.05, 0.9, noise="none")
+    with pytest.raises(ValueError, match="on_missing"):
+        mf.analyze("tanh", 1.5, 0.05, 0.9, on_missing="ignore")
+    with pytest.raises(ValueError, match=r"c \(correlation\) must lie in \[-1, 1\]"):
+        mf.c_map(1.5, 1.0, "tanh", 1.5, 0.05, 0.9)
+    with pytest.raises(ValueError, match=r"q \(pre-activation variance\) must be >= 0"):
+        mf.q_map(-1.0, "tanh", 1.5, 0.05, 0.9)
+    with pytest.raises(ValueError, match="erf scale"):
+        mf.get_activation("erf", scale=0.0)
+
+
+def test_drop_is_one_minus_keep():
+    a = mf.analyze("tanh", 1.5, 0.05, keep=0.8)
+    b = mf.analyze("tanh", 1.5, 0.05, drop=0.2)
+    assert float(a.xi_c) == pytest.approx(float(b.xi_c), rel=1e-12)
+    assert float(a.drop) == pytest.approx(0.2)
