@@ -202,3 +202,40 @@ def test_one_layer_finite_width_simulation(f):
     assert abs(np.mean(cs) - c2) < 4 * se_c + 1 / (f * n)
     # the allowance must not swamp the test: it is below a few per cent
     assert 1 / (f * n) < 0.003
+
+
+def test_study_projected_engine_matches_dense_weights():
+    """The O(N) conditional-Gaussian engine of experiments.kwinners_study against full matrices."""
+    from experiments import kwinners_study as ks
+
+    f, n, depth, reps = 0.1, 200, 5, 150
+    sw2, sb2 = ks.setting_params("fixed", f)
+    q1 = float(kw.q_star(f, sw2, sb2))
+    res = {}
+    for engine in ("projected", "dense"):
+        rng = np.random.default_rng(11)
+        S, Gr = zip(*(ks.simulate(f, n, sw2, sb2, depth, q1, 0.9, rng, engine=engine)
+                      for _ in range(reps)))
+        res[engine] = (np.array(S), np.array(Gr))
+    for idx in [(slice(None), -1, 0), (slice(None), -1, 2), (slice(None), 2, 2)]:
+        a, b = res["projected"][0][idx], res["dense"][0][idx]
+        se = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / reps)
+        assert abs(a.mean() - b.mean()) < 4 * se
+    for layer in (0, 2):  # gradient norms, including the finite-width transpose correction
+        a, b = res["projected"][1][:, layer], res["dense"][1][:, layer]
+        se = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / reps)
+        assert abs(a.mean() - b.mean()) < 4 * se
+
+
+def test_study_runs_and_resumes(tmp_path):
+    from experiments import kwinners_study as ks
+
+    db = tmp_path / "kw.sqlite"
+    rows = ks.run(db, reps=8, depth=6, fs=(0.5, 0.1), ns=(200,), progress=False)
+    assert len(rows) == 4
+    assert ks.run(db, reps=8, depth=6, fs=(0.5, 0.1), ns=(200,), progress=False) == rows
+    table = ks.format_table(rows)
+    assert "| 0.1 | 200 |" in table and "forward critical" in table
+    r = next(r for r in rows if r["setting"] == "fixed" and r["f"] == 0.1)
+    assert r["chi1_mf"] == pytest.approx(0.9 / kw.G(0.1) * 0.1)
+    assert r["deep_mf"] == pytest.approx(0.81)
