@@ -68,11 +68,9 @@ __all__ = [
     "analyze_kwinners",
 ]
 
+from .maps import NoFixedPointError
+
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
-
-
-class NoFixedPointError(ValueError):
-    """The variance map has no finite fixed point for the given parameters."""
 
 
 # ----------------------------------------------------------------------------- input checks

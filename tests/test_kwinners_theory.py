@@ -95,6 +95,18 @@ def test_half_is_relu():
     assert kw.chi_c(0.5, sw2, sb2) == pytest.approx(sw2 / 2)  # chi_c = chi_1 at c* = 1
 
 
+def test_half_matches_core_relu():
+    """f = 1/2 against the theory core's independent ReLU quadrature (meanfield.analyze)."""
+    import meanfield as mf
+
+    for sw2, sb2 in [(1.0, 0.05), (1.7, 0.2)]:
+        core = mf.analyze(activation="relu", sigma_w2=sw2, sigma_b2=sb2, keep=1.0, noise="none")
+        r = kw.analyze_kwinners(0.5, sw2, sb2)
+        for name in ("q_star", "c_star", "chi_1", "chi_c", "chi_q"):
+            assert float(getattr(r, name)) == pytest.approx(float(getattr(core, name)), rel=1e-9)
+    assert kw.NoFixedPointError is mf.NoFixedPointError
+
+
 @pytest.mark.parametrize("f", [0.2, 0.1, 0.05, 0.8])
 @pytest.mark.parametrize("sb2", [0.0, 0.05])
 def test_c_star_by_iterating_the_full_maps(f, sb2):
