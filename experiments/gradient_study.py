@@ -66,7 +66,8 @@ def _from_blob(b):
 def theory_core():
     """meanfield.gradient_metrics and analyze, or None when the core is not there yet."""
     try:
-        from meanfield import analyze, gradient_metrics
+        from meanfield import analyze
+        from meanfield.gradients import gradient_metrics
         return gradient_metrics, analyze
     except ImportError:
         return None
@@ -150,7 +151,7 @@ def mean_sem(x):
 
 
 def study_linear(run, quick):
-    n, depth, reals = (300, 60, 50) if quick else (1000, 200, 100)
+    n, depth, reals = (200, 40, 40) if quick else (1000, 200, 100)
     specs = [spec("linear", "linear", 0.5, k, n, depth, reals, seed=1) for k in KEEPS]
     run.plan(specs)
     core = theory_core()
@@ -177,9 +178,9 @@ def study_nonlinear(run, quick):
     if core is None:
         print("\n## nonlinear: skipped (meanfield.gradient_metrics not available yet)")
         return
-    n, depth, reals = (500, 40, 60) if quick else (2000, 60, 200)
+    n, depth, reals = (300, 35, 40) if quick else (2000, 35, 200)
     specs = [spec("nonlinear", a, sw, k, n, depth, reals, seed=2) for a, sw in NONLINEAR for k in KEEPS]
-    specs += [spec("nonlinear", a, sw, 0.8, n, depth, reals, gia=True, seed=3) for a, sw in NONLINEAR]
+    specs += [spec("nonlinear", a, sw, 0.8, n, depth, reals // 2, gia=True, seed=3) for a, sw in NONLINEAR]
     run.plan(specs)
     last = 30
     print(f"\n## nonlinear, g_aa over the {last} layers nearest the output (N = {n}, L = {depth}, R = {reals})")
@@ -203,8 +204,8 @@ def study_pair(run, quick):
     if core is None:
         print("\n## pair: skipped (meanfield.gradient_metrics not available yet)")
         return
-    widths = (250, 1000) if quick else (250, 1000, 4000)
-    depth, reals = (40, 60) if quick else (60, 200)
+    widths = (100, 400) if quick else (250, 1000, 4000)
+    depth, reals = (30, 40) if quick else (40, 200)
     cases = (("tanh", 1.4), ("relu", 1.0))
     specs = [spec("pair", a, sw, 0.8, n, depth, reals, seed=4) for a, sw in cases for n in widths]
     run.plan(specs)
@@ -254,32 +255,34 @@ def study_pair(run, quick):
 
 def study_univer(run, quick):
     """Figs. 4-5: exponent of V vs m, simulation (tanh, sampled like the authors) and their data."""
-    widths = (100, 300, 500) if quick else (100, 300, 500, 700, 900)
-    depth, reals = (60, 60) if quick else (200, 100)
+    widths = (100, 300) if quick else (100, 300, 500, 700, 900)
+    depth, reals = (60, 40) if quick else (200, 100)
     have_core = theory_core() is not None
     print(f"\n## universality: log V vs log m, 95% bootstrap intervals over networks")
     print("source | act | N | keep | metric | exponent [CI] | R^2")
-    for n in widths:
-        try:
-            auth = {m: ref.load_univer("tanh", n, 0.9, m) for m in ("g_aa", "g_ab", "g_abs")}
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"authors | tanh | {n} | 0.9 | - | unavailable: {exc}")
-            auth = {}
-        for m, x in auth.items():
-            x = x[:, :20]  # 20 regularly spaced layers; the 21st value per network is checked below
+    for act, n, keep in ref.available_univer():
+        for m in ("g_aa", "g_ab", "g_abs"):
+            # columns 0..19 are layers 1, 11, ..., 191 (checked against the linear closed form); some
+            # files have a 21st value per network of unidentified meaning, left out
+            x = ref.load_univer(act, n, keep, m)[:, :20]
             if m == "g_ab":
                 x = np.abs(x)
+            x = x[:, np.all(x > 0, axis=0)]  # float32 underflow stored as 0
+            if x.shape[1] < 3:
+                print(f"authors | {act} | {n} | {keep} | {m} | fewer than 3 positive layers")
+                continue
             f = fit_samples(x, method="bootstrap", n_boot=500)
-            print(f"authors | tanh | {n} | 0.9 | {m} | {f.exponent:.3f} [{f.exponent_ci[0]:.3f}, "
+            print(f"authors | {act} | {n} | {keep} | {m} | {f.exponent:.3f} [{f.exponent_ci[0]:.3f}, "
                   f"{f.exponent_ci[1]:.3f}] | {f.r2:.3f}")
-        if not have_core:
-            continue
+    if not have_core:
+        return
+    for n in widths:
         s = spec("univer", "tanh", 1.4, 0.9, n, depth, reals, seed=5)
         run.plan([s])
         d = run.get(s)
         pick = np.arange(0, depth, 10)
         for m in ("g_aa", "g_ab", "g_abs"):
-            x = d[m][:, pick]
+            x = d[m][:, pick]  # layers 1, 11, ..., like the authors' files
             if m == "g_ab":
                 x = np.abs(x)
             f = fit_samples(x, method="bootstrap", n_boot=500)

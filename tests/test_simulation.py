@@ -203,3 +203,30 @@ def test_cli_writes_table(tmp_path, capsys):
     rows = list(csv.DictReader(open(out)))
     assert [int(r["layer"]) for r in rows] == [1, 2, 3, 4] and float(rows[-1]["sim_g_aa"]) > 0
     assert main(["--keep", "0"]) == 2 and "keep" in capsys.readouterr().err
+
+
+def _theory():
+    try:
+        from meanfield.gradients import gradient_metrics
+    except ImportError:
+        pytest.skip("meanfield.gradients not available")
+    return gradient_metrics
+
+
+@pytest.mark.parametrize("act,sw,loss", [("tanh", 1.4, "sum_squares"), ("relu", 1.0, "sum_squares"),
+                                         ("hard_tanh", 1.4, "sum_squares"), ("erf", 1.4, "readout")])
+def test_nonlinear_exact_theory_matches_and_gia_theory_matches_gia_simulation(act, sw, loss):
+    gm = _theory()
+    depth, n_out, width = 10, 4, 300
+    scale = n_out / width if loss == "readout" else 1.0  # readout theory is per output, times N
+    ex = gm(act, sw, 0.1, 0.8, depth, method="exact", loss=loss)
+    gi = gm(act, sw, 0.1, 0.8, depth, method="gia", loss=loss)
+    for gia, theory in ((False, ex), (True, gi)):
+        res = simulate_gradients(act, sw, 0.1, 0.8, width=width, depth=depth, realisations=100, gia=gia,
+                                 loss=loss, n_out=n_out, seed=21)
+        for m in ("g_aa", "g_ab"):
+            z = zscores(res, m, scale * getattr(theory, m))
+            assert np.max(np.abs(z)) < ZMAX, (gia, m, z)
+    if loss == "sum_squares":  # GIA theory misses the faithful simulation
+        res = simulate_gradients(act, sw, 0.1, 0.8, width=width, depth=depth, realisations=100, seed=22)
+        assert np.max(np.abs(zscores(res, "g_aa", gi.g_aa))) > 5  # chance: ~1e-6
