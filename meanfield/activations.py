@@ -1,8 +1,9 @@
 """Activations: phi, phi', phi'' and, where they exist, closed-form Gaussian integrals.
 
 An :class:`Activation` is a frozen record of numpy callables plus what the integrators need to
-know: ``kinks`` (x where phi' or phi'' jumps: the piecewise rule splits there) and ``zeros`` (x where
-phi changes sign, the kinks of |phi|^s in Sparseout). Closed forms are keyed by name, all at
+know: ``kinks`` (x where phi' or phi'' jumps: the piecewise rule splits there), ``zeros`` (x where
+phi changes sign, the kinks of |phi|^s in Sparseout) and ``strip``, the distance from the real axis
+of phi's nearest complex singularity (tanh: pi/2), which sets the trapezoid rule's step. Closed forms are keyed by name, all at
 variance q (and correlation c for pairs), with x ~ N(0, q), (u1, u2) ~ N(0, q [[1, c], [c, 1]]):
 
 =========  =====================================================
@@ -40,6 +41,7 @@ class Activation:
     kinks: tuple[float, ...] = ()
     zeros: tuple[float, ...] = ()
     bounded: bool = False
+    strip: float = np.inf
     closed: Mapping[str, Callable] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -180,7 +182,7 @@ def _sech2(x):
 
 def _tanh():
     return Activation("tanh", np.tanh, _sech2, lambda x: -2 * np.tanh(x) * _sech2(x),
-                      zeros=(0.0,), bounded=True)
+                      zeros=(0.0,), bounded=True, strip=np.pi / 2)
 
 
 def _sigmoid():
@@ -189,7 +191,7 @@ def _sigmoid():
 
     def d2(x):
         return d1(x) * (expit(-x) - expit(x))
-    return Activation("sigmoid", expit, d1, d2, bounded=True)
+    return Activation("sigmoid", expit, d1, d2, bounded=True, strip=np.pi)
 
 
 def _gelu():
@@ -207,7 +209,7 @@ def _silu():
     def d2(x):
         s, t = expit(x), expit(-x)
         return s * t * (2 + x * (t - s))
-    return Activation("silu", lambda x: x * expit(x), d1, d2, zeros=(0.0,))
+    return Activation("silu", lambda x: x * expit(x), d1, d2, zeros=(0.0,), strip=np.pi)
 
 
 _BUILTIN = {"linear": _linear, "relu": _relu, "tanh": _tanh, "hard_tanh": _hard_tanh,

@@ -118,7 +118,7 @@ def _pdf(x):
 
 def tau(f):
     """Threshold in units of sqrt(q): tau = Phi^{-1}(1 - f) (f = 1/2 gives 0, i.e. ReLU)."""
-    return -ndtri(_f(f))
+    return 0.0 - ndtri(_f(f))  # 0.0 - x: f = 1/2 gives +0.0
 
 
 def G(f):

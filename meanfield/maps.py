@@ -12,7 +12,7 @@ import numpy as np
 
 from .activations import get_activation
 from .gauss import RTOL
-from .noise import (Q_MIN, Noise, deriv_second_moment, make_noise, pair_moments, second_moment,
+from .noise import (Q_MIN, Noise, act_moment, deriv_second_moment, make_noise, pair_moments, second_moment,
                     second_moment_slope)
 
 Q_CAP = 1e12  # an unbounded variance map still above the diagonal here has no finite fixed point
@@ -129,23 +129,27 @@ def _safeguarded_newton(fg, lo, hi, x, tol, what):
     """Vectorised Newton on f with f(lo) >= 0 > f(hi) (or f(hi) = 0 taken as the negative side).
 
     ``fg(x, idx)`` returns (f, f') at the points idx. Steps leaving the bracket become bisections,
-    so convergence is guaranteed; each point stops on its own.
+    so convergence is guaranteed. A point stops when a Newton step is below ``tol`` (relative; the
+    returned iterate then carries an error ~tol^2 by quadratic convergence), when its bracket has
+    shrunk to rounding level, or when f = 0.
     """
     x = x.copy()
     active = np.arange(x.size)
     for _ in range(_MAX_ITER):
         if active.size == 0:
             return x
-        f, df = fg(x[active], active)
-        lo[active] = np.where(f > 0, x[active], lo[active])
-        hi[active] = np.where(f > 0, hi[active], x[active])
+        xa = x[active]
+        f, df = fg(xa, active)
+        lo[active] = np.where(f > 0, xa, lo[active])
+        hi[active] = np.where(f > 0, hi[active], xa)
         with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.where(df != 0, f / df, np.inf)
-        new = x[active] - step
-        bad = ~((new > lo[active]) & (new < hi[active]))
-        new = np.where(bad, 0.5 * (lo[active] + hi[active]), new)
-        done = (np.abs(new - x[active]) <= tol * np.maximum(1.0, np.abs(new))) | (f == 0)
-        x[active] = np.where(f == 0, x[active], new)
+            new = xa - np.where(df != 0, f / df, np.inf)
+        bisect = ~((new > lo[active]) & (new < hi[active]))
+        new = np.where(bisect, 0.5 * (lo[active] + hi[active]), new)
+        size = np.maximum(1.0, np.abs(new))
+        done = ((~bisect & (np.abs(new - xa) <= tol * size))
+                | (hi[active] - lo[active] <= 4e-16 * size) | (f == 0))
+        x[active] = np.where(f == 0, xa, new)
         active = active[~done]
     raise RuntimeError(f"{what}: no convergence in {_MAX_ITER} iterations (please report)")
 
@@ -191,7 +195,7 @@ def _q_star(p: Params, on_missing="raise"):
     if solve.size:
         x0 = 0.5 * (lo[solve] + hi[solve])
         q_out[solve] = _safeguarded_newton(lambda q, i: fg(q, solve[i]), lo[solve].copy(),
-                                           hi[solve].copy(), x0, 1e-15, "q*")
+                                           hi[solve].copy(), x0, 1e-9, "q*")
     return q_out.reshape(p.shape)
 
 
@@ -232,26 +236,25 @@ def _c_star(p: Params, q, chi1):
     # q* = 0 (sigma_b^2 = 0, ordered variance map): the c-map is taken in the q -> 0 limit
     qs = np.where(q[solve] == 0, Q_MIN, q[solve])
 
-    last_kd = np.empty(solve.size)
-
     def fg_at(rtol):
         def fg(c, i):
             idx = solve[i]
             K, Kd = pair_moments(p.act, qs[i], c, rtol=rtol)
-            last_kd[i] = Kd
             return (sw[idx] * K + sb[idx]) / qs[i] - c, sw[idx] * Kd - 1
         return fg
 
     every = np.arange(solve.size)
-    g0, dg0 = fg_at(1e-9)(np.zeros(solve.size), every)
+    g0, dg0 = fg_at(1e-6)(np.zeros(solve.size), every)
     zero_root = (g0 == 0) & (dg0 <= 0)  # c = 0 fixed and attracting from above
-    # Newton on cheap quadrature (rtol 1e-9) to ~1e-8; then, from there, at full accuracy (one or
-    # two steps; [0, 1] stays the bracket, so a poor start cannot mislead it)
-    c1 = _safeguarded_newton(fg_at(1e-9), np.zeros(solve.size), np.ones(solve.size),
-                             np.full(solve.size, 0.5), 1e-8, "c*")
+    # Start from one map step below c = 1, C(1) >= c* (C is increasing); Newton on cheap
+    # quadrature (rtol 1e-6) to ~1e-6, then at full accuracy from there: one or two steps, with
+    # [0, 1] still the bracket so a poor start cannot mislead it.
+    c1_map = (sw[solve] * act_moment(p.act, "A2", qs) + sb[solve]) / qs
+    x0 = np.where(noiseless[solve], 0.5, np.clip(c1_map, 0.0, 1.0))
+    c1 = _safeguarded_newton(fg_at(1e-6), np.zeros(solve.size), np.ones(solve.size), x0, 1e-6, "c*")
     c_sol = _safeguarded_newton(fg_at(RTOL), np.zeros(solve.size), np.ones(solve.size), c1,
-                                1e-15, "c*")
-    chic[solve] = sw[solve] * last_kd  # at the last iterate, within 1e-15 of c*
+                                1e-8, "c*")
+    chic[solve] = sw[solve] * pair_moments(p.act, qs, c_sol, ("Kd",))[0]
     c_sol[zero_root] = 0.0
     c_out[solve] = c_sol
     return c_out.reshape(p.shape), chic.reshape(p.shape)

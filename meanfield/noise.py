@@ -82,7 +82,7 @@ def act_moment(act: Activation, key: str, q):
         "PD": lambda x: (phi(x) * dphi(x)) ** 2,
         "dA2": _stein(lambda x: phi(x) ** 2, q),
     }[key]
-    return expect(integrand, q, kinks=act.kinks)
+    return expect(integrand, q, kinks=act.kinks, strip=act.strip)
 
 
 def act_pair(act: Activation, keys, q, c, rtol=RTOL):
@@ -96,7 +96,7 @@ def act_pair(act: Activation, keys, q, c, rtol=RTOL):
 
         def stacked(x):
             return np.stack([fn(x) for fn in fns])
-        vals = expect_pair(stacked, stacked, q, c, kinks=act.kinks, rtol=rtol)
+        vals = expect_pair(stacked, stacked, q, c, kinks=act.kinks, rtol=rtol, strip=act.strip)
         out.update(zip(missing, vals))
     return [out[k] for k in keys]
 
