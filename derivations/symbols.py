@@ -69,6 +69,37 @@ def E_gauss(expr: sp.Expr, var: sp.Symbol = z, lower=-sp.oo, upper=sp.oo) -> sp.
     return sp.simplify(sp.integrate(expr * gauss_pdf(var), (var, lower, upper), conds="none"))
 
 
+_A, _B, _C = sp.Symbol("A", positive=True), sp.Symbol("B", real=True), sp.Symbol("C", real=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _exp_quadratic_lemma() -> sp.Expr:
+    A, B, C = _A, _B, _C
+    return sp.simplify(sp.integrate(sp.exp(-(A * z**2 + B * z + C)) * gauss_pdf(z), (z, -sp.oo, sp.oo)))
+
+
+def E_gauss_exp_quadratic(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
+    """E over ``var ~ N(0,1)`` of ``prefactor * exp(-(A var^2 + B var + C))`` (A > 0).
+
+    Uses the lemma E[exp(-(A z^2 + B z + C))] = exp(B^2/(2(2A+1)) - C)/sqrt(2A+1), integrated once by
+    sympy with A declared positive; integrating the raw expression lets sympy wander into
+    polar_lift branches.
+    """
+    pref, exponent = sp.S.One, sp.S.Zero
+    for fac in sp.Mul.make_args(sp.powsimp(sp.expand_power_exp(expr), combine="exp")):
+        if isinstance(fac, sp.exp):
+            exponent += fac.args[0]
+        else:
+            pref *= fac
+    if pref.has(var):
+        raise ValueError(f"prefactor {pref} depends on {var}")
+    poly = sp.Poly(sp.expand(-exponent), var)
+    if poly.degree() > 2:
+        raise ValueError(f"exponent {exponent} is not quadratic in {var}")
+    coeffs = {_A: poly.coeff_monomial(var**2), _B: poly.coeff_monomial(var), _C: poly.coeff_monomial(1)}
+    return pref * _exp_quadratic_lemma().subs(coeffs)
+
+
 def E_mask(expr: sp.Expr, mask: sp.Symbol = m, keep: sp.Expr = rho) -> sp.Expr:
     """Exact expectation over ``mask ~ Bernoulli(keep)`` (a two-point distribution)."""
     return sp.expand(keep * expr.subs(mask, 1) + (1 - keep) * expr.subs(mask, 0))
