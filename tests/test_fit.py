@@ -1,0 +1,128 @@
+"""Trainable-depth fits: boundary extraction and censoring on synthetic sweeps, recovery of known
+law constants within the bootstrap CI, held-out comparison picks the generating law."""
+import numpy as np
+import pytest
+
+from experiments import fit
+
+
+def _boundary(L, xc, x1, censor=None, label="syn", keep=1.0):
+    n = len(L)
+    c = np.zeros(n, int) if censor is None else np.asarray(censor)
+    return fit.Boundary(label, keep, np.linspace(1, 4, n), np.asarray(L, float), c,
+                        np.asarray(xc, float), np.asarray(x1, float))
+
+
+def _scales(n, rng):
+    xc = rng.uniform(3, 30, n)
+    x1 = rng.uniform(3, 60, n)
+    return xc, x1
+
+
+@pytest.mark.parametrize("law,theta", [("a*xi_c", [6.0]), ("a*xi_1", [9.0]),
+                                       ("a*min(xi_1,xi_c)", [7.0]), ("a*xi_c+b", [5.0, 12.0]),
+                                       ("two-scale", [5.0, 10.0])])
+def test_recovers_constants_within_ci(law, theta):
+    rng = np.random.default_rng(1)
+    xc, x1 = _scales(40, rng)
+    L = fit.LAWS[law].predict(np.array(theta), xc, x1) * np.exp(rng.normal(0, 0.1, 40))
+    # 99 % CIs: a single synthetic sweep; calibration is checked in test_ci_coverage_single_constant
+    res = fit.fit_law(law, _boundary(L, xc, x1), n_boot=200, seed=2, level=0.99)
+    assert np.all(res.ci_low <= theta) and np.all(np.asarray(theta) <= res.ci_high), res
+    assert abs(res.rmse - 0.1) < 0.04   # residual scatter = injected noise
+
+
+def test_ci_coverage_single_constant():
+    """95 % CIs of a*xi_c cover the truth in most of 30 independent synthetic sweeps."""
+    rng = np.random.default_rng(5)
+    hits = 0
+    for k in range(30):
+        xc, x1 = _scales(12, rng)
+        L = 6.0 * xc * np.exp(rng.normal(0, 0.2, 12))
+        r = fit.fit_law("a*xi_c", _boundary(L, xc, x1), n_boot=150, seed=k)
+        hits += r.ci_low[0] <= 6.0 <= r.ci_high[0]
+    assert hits >= 24   # binomial(30, 0.95) gives >= 24 with probability > 0.999 (plus bootstrap slack)
+
+
+def test_censored_points_only_bound_the_fit():
+    rng = np.random.default_rng(3)
+    xc, x1 = _scales(30, rng)
+    true = 6.0 * xc
+    L = true.copy()
+    c = np.zeros(30, int)
+    # right-censor: grid ended at 0.7x the true boundary (all depths trained)
+    L[:8] = 0.7 * true[:8]; c[:8] = 1
+    # left-censor: smallest grid depth 1.5x the true boundary (nothing trained)
+    L[8:12] = 1.5 * true[8:12]; c[8:12] = -1
+    res = fit.fit_law("a*xi_c", _boundary(L, xc, x1, c), n_boot=0)
+    assert abs(res.theta[0] - 6.0) < 1e-6
+    # treating the censored values as exact would bias the fit
+    naive = fit.fit_law("a*xi_c", _boundary(L, xc, x1), n_boot=0)
+    assert abs(naive.theta[0] - 6.0) > 0.1
+
+
+def _rows(boundary_of, sigmas, depths, keep=1.0, dataset="mnist", noise=None):
+    rows = []
+    for s in sigmas:
+        for d in depths:
+            acc = 0.95 if d <= boundary_of(s) else 0.1
+            if noise is not None and (s, d) in noise:
+                acc = noise[(s, d)]
+            rows.append(dict(dataset=dataset, activation="tanh", init="gaussian", width=64,
+                             sigma_b2=0.05, keep=keep, optimizer="sgd", lr=0.01, batch_size=128,
+                             steps=100, data_seed=0, eval_size=500, test_size=1000, seed=0,
+                             sigma_w2=s, depth=d, eval_acc=acc, train_acc_last=acc, test_acc=acc))
+    return rows
+
+
+def test_extract_boundary_and_censoring_rules():
+    depths = [10, 20, 40, 80, 160]
+    bmap = {1.0: 30, 2.0: 500, 3.0: 5, 4.0: 60}
+    # one flipped cell at (4.0, 20): cutting after 10 or after 40 disagrees with one cell each;
+    # the tie rule takes the geometric middle of the two cuts
+    rows = _rows(lambda s: bmap[s], list(bmap), depths, noise={(4.0, 20): 0.1})
+    (b,) = fit.extract_boundaries(rows, xi=False)
+    assert np.isclose(b.threshold, 0.1 + 0.5 * (0.95 - 0.1))
+    np.testing.assert_allclose(b.sigma_w2, [1, 2, 3, 4])
+    np.testing.assert_allclose(b.L_max, [np.sqrt(20 * 40), 160, 10, (10 * 20 * 40 * 80) ** 0.25])
+    np.testing.assert_array_equal(b.censor, [0, 1, -1, 0])
+    (b_abs,) = fit.extract_boundaries(rows, threshold=0.99, relative=False, xi=False)
+    assert np.all(b_abs.censor == -1)   # nothing reaches 99 %
+
+
+def test_extract_uses_theory_depth_scales():
+    pytest.importorskip("meanfield")
+    rows = _rows(lambda s: 30, [1.0, 2.2], [10, 20, 40], keep=1.0)
+    (b,) = fit.extract_boundaries(rows)
+    # THEORY section 5 table: tanh, sigma_b^2 = 0.05, rho = 1
+    np.testing.assert_allclose(b.xi_c, [3.63, 16.22], rtol=2e-3)
+    np.testing.assert_allclose(b.xi_1, [3.63, 12.44], rtol=2e-3)
+
+
+def test_held_out_comparison_prefers_generating_law():
+    rng = np.random.default_rng(7)
+    bs = []
+    for k in range(2):
+        xc, x1 = _scales(15, rng)
+        L = fit.LAWS["two-scale"].predict(np.array([4.0, 8.0]), xc, x1) * np.exp(rng.normal(0, 0.05, 15))
+        bs.append(_boundary(L, xc, x1, label=f"sweep{k}"))
+    comp = fit.compare_held_out(bs)
+    best = min(comp, key=lambda k: comp[k]["mean"])
+    assert best == "two-scale"
+    assert comp["two-scale"]["mean"] < 0.1 < comp["6*xi_c"]["mean"]
+    text = fit.report(bs, n_boot=50)
+    assert "Winner" in text and "two-scale" in text
+
+
+def test_boundary_from_arrays_and_cli(capsys):
+    pytest.importorskip("meanfield")
+    b = fit.boundary_from_arrays([1.0, 2.2, 3.1], [20, 100, 45], keep=1.0)
+    assert b.xi_c.shape == (3,) and np.all(b.censor == 0)
+    assert fit.main(["--sigma-w2", "1.0,2.2,3.1", "--lmax", "20,100,45", "--keep", "1.0",
+                     "--bootstrap", "20"]) == 0
+    assert "a*xi_c" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="same length"):
+        fit.boundary_from_arrays([1.0, 2.0], [20], keep=1.0)
+    assert fit.main(["--sigma-w2", "1.0"]) == 2
+    with pytest.raises(ValueError, match="interior"):
+        fit.fit_law("a*xi_c", _boundary([10.0], [3.0], [3.0], censor=[1]))
