@@ -1,0 +1,268 @@
+"""Sparseout (Khan and Stavness 2019): noise moments, ReLU variance map, chi_1, GLM penalty (THEORY §6).
+
+Assumptions: a~ = a + sgn(a) |a|^(s/2) xi with xi = m/rho - 1, m ~ Bernoulli(rho) (rho = 1 - p is
+the keep probability; r = p/(1-p) = (1-rho)/rho); s = 2 is inverted dropout. The ReLU results use
+phi = max(0, .) and infinite width; the fixed point and its stability are for sigma_b2 = 0.
+Backward: ``"true"`` is the derivative 1 + (s/2)|a|^((s-2)/2) xi, ``"code"`` the reference code's
+1 + |a|^((s-2)/2) xi (coefficient c_s = s/2 or 1).
+
+Derived by sympy: the conditional moments (exact two-point mask average, for a > 0; a < 0 follows
+by symmetry), kappa_s = E[z^s 1(z > 0)] by integration, the ReLU variance map by integration over
+the positive half line, q* by ``solve`` (for w = q^(1-s/2)), the slope of the map at q* and its
+sign, chi_1 by integration (convergent for s > 1 only: the Piecewise says so and returns oo), and
+the GLM penalty by a second-order ``series`` expansion of the log-partition A around x.beta with
+the masks averaged exactly (for n features; the closed form's sum over j is checked for n = 1..4).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+import sympy as sp
+from scipy.optimize import brentq
+
+from . import CheckFailed, compare, core, module_check, numeric_twin
+from .symbols import E_gauss, E_mask, eta, m, q, r, rho, s, sigma_b2, sigma_w2, z
+
+cached = functools.lru_cache(maxsize=None)
+a = sp.Symbol("a", positive=True)  # a pre-noise activation value (a > 0; symmetric for a < 0)
+xi = m / rho - 1
+eps = sp.Symbol("epsilon", positive=True)
+A = sp.Function("A")  # GLM log-partition function
+BACKWARD_COEFF = {"true": s / 2, "code": sp.S.One}
+
+
+def noisy(value=a):
+    """Sparseout's noisy activation a + sgn(a) |a|^(s/2) xi."""
+    return value + sp.sign(value) * sp.Abs(value) ** (s / 2) * xi
+
+
+@cached
+def conditional_mean() -> sp.Expr:
+    """E[a~ | a] = a (the noise is unbiased)."""
+    return sp.simplify(E_mask(noisy()))
+
+
+@cached
+def conditional_variance() -> sp.Expr:
+    """Var[a~ | a] = r |a|^s with r = (1 - rho)/rho."""
+    return sp.factor(sp.simplify(E_mask(noisy() ** 2) - conditional_mean() ** 2))
+
+
+@cached
+def kappa(exponent=s) -> sp.Expr:
+    """kappa_s = E[z^s 1(z > 0)] = 2^(s/2 - 1) Gamma((s+1)/2) / sqrt(pi) (finite for s > -1)."""
+    return sp.simplify(E_gauss(z**exponent, z, 0, sp.oo))
+
+
+@cached
+def relu_q_map() -> sp.Expr:
+    """ReLU variance map q -> sigma_w2 E[phi^2 + r |phi|^s] + sigma_b2 = sigma_w2 (q/2 + r kappa_s q^(s/2)) + sigma_b2."""
+    second = E_mask(noisy() ** 2)  # E[a~^2 | a] for a > 0; a~ = 0 where phi = 0
+    per_z = second.subs(a, sp.sqrt(q) * z)
+    return sp.simplify(sigma_w2 * E_gauss(sp.expand(sp.powsimp(sp.expand(per_z), force=True)), z, 0, sp.oo)
+                       + sigma_b2)
+
+
+_w = sp.Symbol("w", positive=True)  # w = q^(1 - s/2), so q^(s/2) = q / w
+
+
+def _map_coefficients():
+    """The ReLU map at sigma_b2 = 0 is L q + P q^(s/2): return (L, P) read off the derived map."""
+    expr = sp.expand(relu_q_map().subs(sigma_b2, 0))
+    L, P = expr.coeff(q), expr.coeff(q ** (s / 2))
+    assert sp.simplify(L * q + P * q ** (s / 2) - expr) == 0
+    return sp.factor(L), sp.factor(P)
+
+
+@cached
+def fixed_point_w() -> sp.Expr:
+    """w* = q*^(1 - s/2) = sigma_w2 r kappa_s / (1 - sigma_w2/2): q = L q + P q^(s/2) is linear in w."""
+    L, P = _map_coefficients()
+    (sol,) = sp.solve(sp.Eq(q, L * q + P * q / _w), _w)  # q^(s/2) = q / w
+    return sp.factor(sol)
+
+
+@cached
+def fixed_point() -> sp.Expr:
+    """Non-zero fixed point at sigma_b2 = 0: q* = [sigma_w2 r kappa_s / (1 - sigma_w2/2)]^(2/(2-s))."""
+    return sp.Pow(fixed_point_w(), 2 / (2 - s), evaluate=False)
+
+
+@cached
+def fixed_point_slope() -> sp.Expr:
+    """Slope of the variance map at q* (sigma_b2 = 0): sigma_w2/2 + (s/2)(1 - sigma_w2/2)."""
+    slope = sp.diff(relu_q_map().subs(sigma_b2, 0), q)
+    slope = sp.expand(slope).subs(q ** (s / 2), q / _w)  # at the fixed point q^(s/2) = q / w*
+    return sp.factor(sp.simplify(slope.subs(_w, fixed_point_w())))
+
+
+@cached
+def stability_condition() -> sp.Expr:
+    """q* is stable iff this is negative: slope - 1 = (s - 2)(2 - sigma_w2)/4 (stable for s < 2 when sigma_w2 < 2)."""
+    return sp.factor(fixed_point_slope() - 1)
+
+
+@cached
+def relu_chi_1(backward: str = "true") -> sp.Expr:
+    """chi_1 = sigma_w2 [1/2 + c_s^2 r kappa_(s-2) q^((s-2)/2)] (c_s = s/2 true, 1 code); oo for s <= 1."""
+    if backward not in BACKWARD_COEFF:
+        raise ValueError(f"backward must be one of {tuple(BACKWARD_COEFF)}, got {backward!r}")
+    dg = 1 + BACKWARD_COEFF[backward] * a ** ((s - 2) / 2) * xi  # phi' = 1 where phi > 0
+    per_z = sp.expand(sp.powsimp(sp.expand(E_mask(dg**2)), force=True)).subs(a, sp.sqrt(q) * z)
+    integral = E_gauss(sp.expand(sp.powsimp(sp.expand_power_base(per_z, force=True), force=True)), z, 0, sp.oo)
+    return sp.Piecewise((sp.simplify(sigma_w2 * integral), s > 1), (sp.oo, True))
+
+
+def _betas_xs(n):
+    return sp.symbols(f"beta1:{n + 1}", real=True), sp.symbols(f"x1:{n + 1}", positive=True)
+
+
+def _penalty_by_series(noisy_feature, n):
+    """E_masks[A(sum_j beta_j x~_j)] - A(x.beta) to second order in the noise, masks averaged exactly."""
+    betas, xs = _betas_xs(n)
+    masks = sp.symbols(f"m1:{n + 1}")
+    delta = sum(b * (noisy_feature(x_).subs(m, mk) - x_) for b, x_, mk in zip(betas, xs, masks))
+    expansion = sp.series(A(eta + eps * delta), eps, 0, 3).removeO().doit()
+    expected = sp.expand(expansion)
+    for mk in masks:
+        expected = E_mask(expected, mk)
+    return sp.simplify((expected - A(eta)).subs(eps, 1))
+
+
+@cached
+def glm_penalty(n: int = 3) -> sp.Expr:
+    """Second-order Sparseout penalty of one example with n positive features x_j (eta = x.beta):
+    (r/2) A''(eta) sum_j beta_j^2 |x_j|^s; exact when A''' = 0 (squared loss). Sum it over examples."""
+    return _penalty_by_series(noisy, n)
+
+
+@cached
+def dropout_regulariser(n: int = 3) -> sp.Expr:
+    """Wager et al. (2013) dropout regulariser derived the same way from x~ = x m / rho: (r/2) A'' sum beta_j^2 x_j^2."""
+    return _penalty_by_series(lambda x_: x_ * m / rho, n)
+
+
+def glm_penalty_closed_form(n: int = 3) -> sp.Expr:
+    """THEORY §6's stated form (typed in, for comparison with the series derivation)."""
+    betas, xs = _betas_xs(n)
+    return r / 2 * sp.Subs(sp.Derivative(A(eta), eta, 2), eta, eta).doit() * sum(
+        b**2 * sp.Abs(x_) ** s for b, x_ in zip(betas, xs))
+
+
+_P = ("sigma_w2", "sigma_b2", "rho", "s")
+relu_q_map_numeric = numeric_twin(relu_q_map, _P + ("q",))
+fixed_point_numeric = numeric_twin(fixed_point, ("sigma_w2", "rho", "s"))
+kappa_numeric = numeric_twin(kappa, ("s",))
+conditional_variance_numeric = numeric_twin(conditional_variance, ("rho", "s", "a"))
+
+
+def relu_chi_1_code() -> sp.Expr:
+    """chi_1 with the reference code's backward factor 1 + |a|^((s-2)/2) xi (c_s = 1)."""
+    return relu_chi_1("code")
+
+
+relu_chi_1_true_numeric = numeric_twin(relu_chi_1, ("sigma_w2", "rho", "s", "q"))
+relu_chi_1_code_numeric = numeric_twin(relu_chi_1_code, ("sigma_w2", "rho", "s", "q"))
+
+
+def relu_q_star_numeric(sigma_w2_, sigma_b2_, rho_, s_):
+    """Stable fixed point of the derived ReLU map for 1 < s < 2, sigma_w2 < 2 (root above the origin)."""
+    fn = lambda qq: relu_q_map_numeric(sigma_w2_, sigma_b2_, rho_, s_, qq) - qq  # noqa: E731
+    hi = 1.0
+    while fn(hi) > 0:
+        hi *= 2.0
+        if hi > 1e12:
+            raise ValueError("no finite fixed point: need sigma_w2 < 2 and s < 2")
+    return brentq(fn, 1e-300, hi, xtol=1e-300, rtol=1e-15)
+
+
+def _check_moments(rng) -> float:
+    """Monte Carlo: mean and variance of a~ given a (both signs), 200k masks each; 5 standard errors."""
+    err = 0.0
+    for _ in range(3):
+        rho_, s_ = rng.uniform(0.5, 0.95), rng.uniform(1.0, 3.0)
+        for a_ in (rng.uniform(0.2, 2.0), -rng.uniform(0.2, 2.0)):
+            mk = rng.random(200_000) < rho_
+            noise = mk / rho_ - 1.0
+            tilde = a_ + np.sign(a_) * abs(a_) ** (s_ / 2) * noise
+            var = conditional_variance_numeric(rho_, s_, abs(a_))
+            se_mean = np.sqrt(var / tilde.size)
+            if abs(tilde.mean() - a_) > 5 * se_mean:
+                raise CheckFailed(f"sparseout mean: MC {tilde.mean()} vs {a_} (5 SE = {5 * se_mean})")
+            # SE of the sample variance of a two-point variable: sqrt((mu4 - var^2)/N)
+            mu4 = np.mean((tilde - a_) ** 4)
+            se_var = np.sqrt((mu4 - var**2) / tilde.size)
+            if abs(tilde.var() - var) > 5 * se_var:
+                raise CheckFailed(f"sparseout variance: MC {tilde.var()} vs {var} (5 SE = {5 * se_var})")
+            err = max(err, abs(tilde.var() / var - 1))
+    return err
+
+
+def _check_glm(rng) -> float:
+    """Monte Carlo for squared loss (penalty exact): E[A(x~.beta)] - A(x.beta), A = eta^2/2, 5 SE."""
+    n = 3
+    betas, xs = _betas_xs(n)
+    pen = glm_penalty(n).subs(A(eta), eta**2 / 2).doit()
+    pen_np = sp.lambdify([rho, s, *betas, *xs], sp.simplify(pen), "numpy")
+    err = 0.0
+    for _ in range(3):
+        rho_, s_ = rng.uniform(0.6, 0.95), rng.uniform(1.0, 3.0)
+        b_ = rng.normal(size=n)
+        x_ = rng.uniform(0.2, 2.0, n) * rng.choice([-1, 1], n)
+        mk = rng.random((200_000, n)) < rho_
+        tilde = x_ + np.sign(x_) * np.abs(x_) ** (s_ / 2) * (mk / rho_ - 1.0)
+        sample = 0.5 * (tilde @ b_) ** 2 - 0.5 * (x_ @ b_) ** 2
+        # features enter through |x|, so evaluate the symbolic (x > 0) result at |x| with signed beta
+        expected = pen_np(rho_, s_, *(b_ * np.sign(x_)), *np.abs(x_))
+        se = sample.std() / np.sqrt(sample.size)
+        if abs(sample.mean() - expected) > 5 * se:
+            raise CheckFailed(f"GLM penalty: MC {sample.mean()} vs derived {expected} (5 SE = {5 * se})")
+        err = max(err, abs(sample.mean() / expected - 1))
+    return err
+
+
+def _check_core(rng) -> float:
+    analyze = core("analyze")
+    err = 0.0
+    for _ in range(4):
+        sw, sb = rng.uniform(0.3, 1.8), rng.uniform(0.02, 0.5)
+        rho_, s_ = rng.uniform(0.6, 0.95), rng.uniform(1.2, 1.9)
+        qs = relu_q_star_numeric(sw, sb, rho_, s_)
+        for backward, twin in [("true", relu_chi_1_true_numeric), ("code", relu_chi_1_code_numeric)]:
+            res = analyze(activation="relu", sigma_w2=sw, sigma_b2=sb, keep=rho_, noise="sparseout",
+                          s=s_, backward=backward)
+            pt = f"sparseout relu at sigma_w2={sw}, sigma_b2={sb}, rho={rho_}, s={s_}"
+            err = max(err, compare(f"q_star {pt}", qs, res.q_star, rtol=1e-7))
+            err = max(err, compare(f"chi_1 ({backward}) {pt}", twin(sw, rho_, s_, qs), res.chi_1, rtol=1e-6))
+    return err
+
+
+def _check_fixed_point(rng) -> float:
+    """Closed-form q* (sigma_b2 = 0) vs iterating the derived map in float64 from q = 1."""
+    err = 0.0
+    for _ in range(4):
+        sw, rho_, s_ = rng.uniform(0.3, 1.8), rng.uniform(0.6, 0.95), rng.uniform(0.5, 1.9)
+        qq = 1.0
+        for _ in range(20_000):
+            qn = relu_q_map_numeric(sw, 0.0, rho_, s_, qq)
+            if abs(qn - qq) <= 1e-15 * qq:
+                break
+            qq = qn
+        err = max(err, compare("sparseout q* (sigma_b2 = 0)", fixed_point_numeric(sw, rho_, s_), qq, rtol=1e-10))
+    return err
+
+
+DERIVATIONS = [
+    (conditional_mean, _check_moments), (conditional_variance, _check_moments),
+    (kappa, _check_core), (relu_q_map, _check_core), (fixed_point_w, _check_fixed_point), (fixed_point, _check_fixed_point),
+    (fixed_point_slope, _check_fixed_point), (stability_condition, _check_fixed_point),
+    (relu_chi_1, _check_core), (relu_chi_1_code, _check_core), (glm_penalty, _check_glm), (dropout_regulariser, _check_glm),
+]
+
+
+def check(seed: int = 0) -> dict[str, float]:
+    """Monte Carlo and numeric-core checks of the Sparseout derivations (raises on disagreement)."""
+    return module_check(DERIVATIONS, seed)
