@@ -57,8 +57,8 @@ def simulate(f, n, sigma_w2, sigma_b2, depth, q1, c1, rng, engine="projected"):
     """One network, two inputs: per-layer (q_a, q_b, c) of the pre-activations z^1..z^depth and
     the per-layer gradient norms |delta^l|^2/N (readout gradient at layer depth).
 
-    The inputs x^0 have |x|^2/N = (q1 - sigma_b2)/sigma_w2 and correlation c1, so z^1 has q1, c1
-    in expectation.
+    The inputs x^0 have |x|^2/N = (q1 - sigma_b2)/sigma_w2 and the correlation that gives z^1
+    variance q1 and correlation c1 in expectation.
     """
     k = int(round(f * n))
     s0 = (q1 - sigma_b2) / sigma_w2
@@ -66,7 +66,8 @@ def simulate(f, n, sigma_w2, sigma_b2, depth, q1, c1, rng, engine="projected"):
     u *= np.sqrt(n) / np.linalg.norm(u)
     v -= u * (u @ v) / n
     v *= np.sqrt(n) / np.linalg.norm(v)
-    x = np.sqrt(s0) * np.stack([u, c1 * u + np.sqrt(1 - c1 * c1) * v], axis=1)  # N x 2
+    c0 = (c1 * q1 - sigma_b2) / (q1 - sigma_b2)  # input correlation that gives z^1 correlation c1
+    x = np.sqrt(s0) * np.stack([u, c0 * u + np.sqrt(1 - c0 * c0) * v], axis=1)  # N x 2
     sw = np.sqrt(sigma_w2 / n)
     xs, ys, ws, masks, stats = [], [], [], [], []
     for _ in range(depth):
@@ -113,15 +114,19 @@ def mean_field_trajectory(f, sigma_w2, sigma_b2, depth, q1, c1):
     return np.array(out)
 
 
-def finite_gain(f, n, rng, samples=20000, chunk=500):
-    """G_N(f) = E[(1/N) sum of z^2 over the k = round(f N) largest of N i.i.d. N(0, 1)] (Monte Carlo)."""
+def finite_gain_samples(f, n, rng, samples=20000, chunk=500):
+    """Samples of S = (1/N) sum of z^2 over the k = round(f N) largest of N i.i.d. N(0, 1).
+
+    E[S] = G_N(f), the finite-k gain. With sigma_b^2 = 0 a layer maps q -> sigma_w^2 S q exactly
+    (given the layer input, the pre-activations are i.i.d. normal), so at sigma_w^2 = 1/G the
+    per-layer drift of ln q is E[ln(S/G)].
+    """
     k = int(round(f * n))
     vals = []
     for _ in range(samples // chunk):
         top = np.partition(rng.standard_normal((chunk, n)), -k, axis=1)[:, -k:]
         vals.append(np.sum(top * top, axis=1) / n)
-    vals = np.concatenate(vals)
-    return vals.mean(), vals.std(ddof=1) / np.sqrt(len(vals))
+    return np.concatenate(vals)
 
 
 COLUMNS = {"setting": "TEXT", "f": "REAL", "n": "INTEGER", "reps": "INTEGER", "depth": "INTEGER",
@@ -129,7 +134,8 @@ COLUMNS = {"setting": "TEXT", "f": "REAL", "n": "INTEGER", "reps": "INTEGER", "d
            "q_mf": "REAL", "q_sim": "REAL", "q_se": "REAL", "c_mf": "REAL", "c_sim": "REAL",
            "c_se": "REAL", "c_maxdev": "REAL", "chi1_mf": "REAL", "chi1_sim": "REAL",
            "chi1_se": "REAL", "deep_mf": "REAL", "deep_sim": "REAL", "deep_se": "REAL",
-           "lnq_drift": "REAL", "lnq_drift_se": "REAL"}
+           "lnq_drift": "REAL", "lnq_drift_se": "REAL",
+           "lnq_drift_pred": "REAL", "lnq_drift_pred_se": "REAL"}
 KEY = ("setting", "f", "n", "reps", "depth")
 
 
@@ -158,17 +164,20 @@ def study_point(setting, f, n, reps, depth, seed=0):
     half = depth // 2
     deep_sim, deep_se = _rate(grads, 0, half)  # bottom half: finite-width correction dominates
     drift = np.diff(np.log(stats[:, :, 0]), axis=1).mean(axis=1)
-    gain, gain_se = finite_gain(f, n, rng)
+    S = finite_gain_samples(f, n, rng)
     g_inf = float(kw.G(f))
+    lnS = np.log(S / g_inf)
     return {"setting": setting, "f": f, "n": n, "reps": reps, "depth": depth, "sigma_w2": sw2,
-            "sigma_b2": sb2, "gain_dev": gain / g_inf - 1, "gain_dev_se": gain_se / g_inf,
+            "sigma_b2": sb2, "gain_dev": S.mean() / g_inf - 1,
+            "gain_dev_se": S.std(ddof=1) / np.sqrt(len(S)) / g_inf,
             "q_mf": mf[-1, 0], "q_sim": qL.mean(), "q_se": qL.std(ddof=1) / np.sqrt(reps),
             "c_mf": mf[-1, 1], "c_sim": cL.mean(), "c_se": cL.std(ddof=1) / np.sqrt(reps),
             "c_maxdev": float(np.max(np.abs(c_mean - mf[:, 1]))),
             "chi1_mf": float(kw.chi_1(f, sw2)), "chi1_sim": chi_sim, "chi1_se": chi_se,
             "deep_mf": max(float(kw.chi_1(f, sw2)), float(kw.chi_q(f, sw2)) ** 2),
             "deep_sim": deep_sim, "deep_se": deep_se,
-            "lnq_drift": drift.mean(), "lnq_drift_se": drift.std(ddof=1) / np.sqrt(reps)}
+            "lnq_drift": drift.mean(), "lnq_drift_se": drift.std(ddof=1) / np.sqrt(reps),
+            "lnq_drift_pred": lnS.mean(), "lnq_drift_pred_se": lnS.std(ddof=1) / np.sqrt(len(lnS))}
 
 
 def run(db=None, reps=300, depth=20, fs=FS, ns=NS, settings=SETTINGS, progress=True):
@@ -211,10 +220,12 @@ def format_table(rows) -> str:
     crit = [r for r in rows if r["setting"] == "critical"]
     if crit:
         out.append("\nforward critical: sigma_w2 = 1/G(f), sigma_b2 = 0 (mean field: ln q constant)\n")
-        out.append("| f | N | mean d ln q / layer | N x drift | chi_1 = f/G(f) |")
-        out.append("|---|---|---|---|---|")
+        out.append("| f | N | d ln q / layer, sim | exact finite-N E ln(S/G) | N x drift (sim) | "
+                   "chi_1 = f/G(f) |")
+        out.append("|---|---|---|---|---|---|")
         for r in crit:
             out.append(f"| {r['f']:g} | {r['n']} | {r['lnq_drift']:+.5f} +- {r['lnq_drift_se']:.5f} | "
+                       f"{r['lnq_drift_pred']:+.5f} +- {r['lnq_drift_pred_se']:.5f} | "
                        f"{r['n'] * r['lnq_drift']:+.2f} | {r['chi1_mf']:.4f} |")
     return "\n".join(out)
 
