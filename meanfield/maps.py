@@ -12,8 +12,8 @@ import numpy as np
 
 from .activations import get_activation
 from .gauss import RTOL
-from .noise import (Q_MIN, Noise, act_moment, deriv_second_moment, make_noise, pair_moments, second_moment,
-                    second_moment_slope)
+from .noise import (Q_MIN, Noise, act_moment, deriv_second_moment, make_noise, pair_moments,
+                    second_moment, second_moment_and_slope, second_moment_slope)
 
 Q_CAP = 1e12  # an unbounded variance map still above the diagonal here has no finite fixed point
 _MAX_ITER = 200
@@ -163,7 +163,8 @@ def _q_star(p: Params, on_missing="raise"):
         return sw[idx] * second_moment(act, nz, q, k[idx]) + sb[idx] - q
 
     def fg(q, idx):
-        return F(q, idx), sw[idx] * second_moment_slope(act, nz, q, k[idx]) - 1
+        m2, dm2 = second_moment_and_slope(act, nz, q, k[idx])
+        return sw[idx] * m2 + sb[idx] - q, sw[idx] * dm2 - 1
 
     n = sw.size
     lo = sb.copy()
@@ -213,13 +214,17 @@ def _raise_missing(p: Params, missing):
         "affected. Pass on_missing='nan' to analyze() to mark them instead.")
 
 
-def _c_star(p: Params, q, chi1):
+def _c_star(p: Params, q, chi1, pair=None):
     """Stable fixed point of the correlation map at q* (the largest root in [0, 1]) and chi_c there.
 
     The c-map is increasing and convex on [0, 1] (a power series in c with non-negative
     coefficients), so G(c) = cmap(c) - c has exactly one sign change on [0, 1) whenever
     G(1) < 0 (noise) or the slope at c = 1 exceeds 1 (chaotic phase without noise).
+    ``pair(q, c, keys, rtol)`` supplies the pair integrals (default: quadrature).
     """
+    if pair is None:
+        def pair(qq, cc, keys, rtol):
+            return pair_moments(p.act, qq, cc, keys, rtol=rtol)
     sw, sb = p.sigma_w2.ravel(), p.sigma_b2.ravel()
     q = q.ravel()
     n = q.size
@@ -239,7 +244,7 @@ def _c_star(p: Params, q, chi1):
     def fg_at(rtol):
         def fg(c, i):
             idx = solve[i]
-            K, Kd = pair_moments(p.act, qs[i], c, rtol=rtol)
+            K, Kd = pair(qs[i], c, ("K", "Kd"), rtol)
             return (sw[idx] * K + sb[idx]) / qs[i] - c, sw[idx] * Kd - 1
         return fg
 
@@ -254,7 +259,7 @@ def _c_star(p: Params, q, chi1):
     c1 = _safeguarded_newton(fg_at(1e-6), np.zeros(solve.size), np.ones(solve.size), x0, 1e-6, "c*")
     c_sol = _safeguarded_newton(fg_at(RTOL), np.zeros(solve.size), np.ones(solve.size), c1,
                                 1e-8, "c*")
-    chic[solve] = sw[solve] * pair_moments(p.act, qs, c_sol, ("Kd",))[0]
+    chic[solve] = sw[solve] * pair(qs, c_sol, ("Kd",), RTOL)[0]
     c_sol[zero_root] = 0.0
     c_out[solve] = c_sol
     return c_out.reshape(p.shape), chic.reshape(p.shape)
@@ -359,13 +364,16 @@ class MeanFieldResult:
         return out
 
 
-def analyze_params(p: Params, on_missing="raise") -> MeanFieldResult:
-    q = _q_star(p, on_missing)
+def analyze_params(p: Params, on_missing="raise", pair=None, q=None) -> MeanFieldResult:
+    """analyze() on validated parameters; ``pair`` overrides the pair integrals (see _c_star) and
+    ``q`` passes q* when it is already known."""
+    if q is None:
+        q = _q_star(p, on_missing)
     ok = np.isfinite(q)
     qz = np.where(ok, q, 1.0)  # placeholders where no q* exists; masked below
     chi1 = np.where(ok, p.sigma_w2 * deriv_second_moment(p.act, p.noise, qz, p.keep), np.nan)
     chiq = np.where(ok, p.sigma_w2 * second_moment_slope(p.act, p.noise, qz, p.keep), np.nan)
-    cs, chic = _c_star(p, q, chi1)
+    cs, chic = _c_star(p, q, chi1, pair)
     return MeanFieldResult(
         p.act.name, p.noise.kind, p.noise.s, p.noise.backward, p.sigma_w2, p.sigma_b2, p.keep,
         q, cs, chi1, chic, chiq, depth_scale(chiq), depth_scale(chic), gradient_depth_scale(chi1), ok)

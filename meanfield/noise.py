@@ -90,25 +90,30 @@ def _by_scale(fn, q, *more):
     return [o.reshape(q.shape) for o in outs]
 
 
-def act_moment(act: Activation, key: str, q):
-    """Activation-only Gaussian integral ``key`` (see :mod:`meanfield.activations`) at variance q."""
+def act_moments(act: Activation, keys, q):
+    """Activation-only Gaussian integrals ``keys`` (see :mod:`meanfield.activations`) at variance
+    q: closed forms where the activation has them, the rest by quadrature in one stacked pass."""
     q = np.asarray(q, float)
-    if key == "dA2":
-        q = np.maximum(q, Q_MIN)
-    if key in act.closed:
-        return np.broadcast_to(act.closed[key](q), q.shape).astype(float)
-    phi, dphi = act.phi, act.dphi
-    def one(qg):
-        integrand = {
-            "A2": lambda x: phi(x) ** 2,
-            "D2": lambda x: dphi(x) ** 2,
-            "PD": lambda x: (phi(x) * dphi(x)) ** 2,
-            "dA2": _stein(lambda x: phi(x) ** 2, qg),
-        }[key]
-        return expect(integrand, qg, kinks=act.kinks, strip=act.strip)
-    if q.ndim == 0:
-        return one(q)
-    return _by_scale(one, q)[0]
+    q = np.maximum(q, Q_MIN) if "dA2" in keys else q  # dA2 at q = 0 is the q -> 0 limit
+    out = {k: np.broadcast_to(act.closed[k](q), q.shape).astype(float) for k in keys if k in act.closed}
+    missing = [k for k in keys if k not in act.closed]
+    if missing:
+        phi, dphi = act.phi, act.dphi
+
+        def one(qg):
+            parts = {"A2": lambda x: phi(x) ** 2, "D2": lambda x: dphi(x) ** 2,
+                     "PD": lambda x: (phi(x) * dphi(x)) ** 2,
+                     "dA2": _stein(lambda x: phi(x) ** 2, qg)}
+            fns = [parts[k] for k in missing]
+            return list(expect(lambda x: np.stack([fn(x) for fn in fns]), qg,
+                               kinks=act.kinks, strip=act.strip))
+        out.update(zip(missing, one(q) if q.ndim == 0 else _by_scale(one, q)))
+    return [out[k] for k in keys]
+
+
+def act_moment(act: Activation, key: str, q):
+    """One activation-only Gaussian integral (see :func:`act_moments`)."""
+    return act_moments(act, (key,), q)[0]
 
 
 def act_pair(act: Activation, keys, q, c, rtol=RTOL):
@@ -168,6 +173,14 @@ def second_moment(act, noise, q, keep):
         phi, _, _, _, k, r = _sparseout_parts(act, noise, x, keep)
         return phi ** 2 + r * np.abs(phi) ** noise.s
     return expect(m2, q, kinks=_sparseout_kinks(act))
+
+
+def second_moment_and_slope(act, noise, q, keep):
+    """(M2, dM2/dq) together: one quadrature pass for dropout and no noise."""
+    if noise.kind != "sparseout":
+        a2, da2 = act_moments(act, ("A2", "dA2"), q)
+        return a2 / keep, da2 / keep
+    return second_moment(act, noise, q, keep), second_moment_slope(act, noise, q, keep)
 
 
 def second_moment_slope(act, noise, q, keep):

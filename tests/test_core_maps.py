@@ -206,3 +206,26 @@ def test_sparseout_chi1_infinite_for_s_at_most_one():
 def test_sparseout_superlinear_branch_has_no_finite_q_star():
     with pytest.raises(mf.NoFixedPointError):
         mf.analyze("relu", 1.9, 0.5, 0.5, noise="sparseout", s=3.0)
+
+
+def test_pair_table_against_quadrature():
+    from meanfield.noise import act_pair
+    from meanfield.phase import PairTable
+    act = mf.get_activation("tanh")
+    table = PairTable(act, 0.01, 3.0)
+    rng = np.random.default_rng(1)
+    q, c = np.exp(rng.uniform(np.log(0.01), np.log(3.0), 40)), rng.uniform(0, 1, 40)
+    for got, exact in zip(table(q, c, ("K", "Kd")), act_pair(act, ("K", "Kd"), q, c)):
+        np.testing.assert_allclose(got, exact, rtol=1e-10)
+    # outside the tabulated range: quadrature
+    K, = table(np.array([1e-4]), np.array([0.3]), ("K",))
+    assert K[0] == pytest.approx(float(act_pair(act, ("K",), 1e-4, 0.3)[0]), rel=1e-13)
+
+
+def test_phase_diagram_table_equals_exact():
+    sw, sb = np.linspace(0.8, 3.5, 6), np.array([0.0, 0.05, 0.3])
+    fast = phase_diagram("tanh", sw, sb, 0.9)
+    slow = phase_diagram("tanh", sw, sb, 0.9, exact=True)
+    np.testing.assert_allclose(fast.result.c_star, slow.result.c_star, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast.result.xi_c, slow.result.xi_c, rtol=1e-9)
+    assert max(fast.table_check) < 1e-10
