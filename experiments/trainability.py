@@ -7,7 +7,8 @@ Usage::
     python -m experiments.trainability --preset smoke --db /tmp/smoke.sqlite
     python -m experiments.trainability --preset paper --dataset cifar10 --device cuda
 
-All networks of one (dataset, depth) are trained together as a batched ensemble
+Depths are visited coarse to fine (smallest, largest, then bisection) so that an interrupted sweep
+already brackets the boundary. All networks of one (dataset, depth) are trained together as a batched ensemble
 (``experiments.ensemble``; at most ``--max-members`` per batch), sharing one minibatch stream. Rows are
 keyed by the full configuration, so rerunning the same command skips finished networks: a killed
 sweep resumes where it stopped, with nothing lost (except the ensemble in progress) or duplicated.
@@ -182,7 +183,7 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike = DEFAULT_DB, *, data_dir=None
                                steps=sweep.steps, data_seed=sweep.data_seed,
                                eval_size=sweep.eval_size,
                                test_size=min(sweep.test_size, len(data.x_test)))
-            for depth in sorted({c["depth"] for c in group_todo}):
+            for depth in _coarse_to_fine({c["depth"] for c in group_todo}):
                 members = [c for c in group_todo if c["depth"] == depth]
                 for i in range(0, len(members), sweep.max_members):
                     if max_ensembles is not None and ensembles >= max_ensembles:
@@ -208,6 +209,24 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike = DEFAULT_DB, *, data_dir=None
                     bar.set_postfix(depth=depth, best_eval=f"{max(r.eval_acc for r in results):.2f}")
         bar.close()
     return added
+
+
+def _coarse_to_fine(depths) -> list[int]:
+    """Depth order min, max, then repeated bisection, so a partial sweep already brackets the
+    boundary coarsely (e.g. 10, 130, 45, 20, 80, 30, 60, 100)."""
+    d = sorted(set(depths))
+    order, spans = [d[0]], [(0, len(d) - 1)]
+    if len(d) > 1:
+        order.append(d[-1])
+    while spans:
+        nxt = []
+        for lo, hi in spans:
+            if hi - lo > 1:
+                mid = (lo + hi) // 2
+                order.append(d[mid])
+                nxt += [(lo, mid), (mid, hi)]
+        spans = nxt
+    return order
 
 
 def _finite_or_none(v: float):
@@ -247,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                       ("max_members", int)):
         p.add_argument("--" + name.replace("_", "-"), type=typ, dest=name)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared machine a second thread's "
+                        "spin-waiting cost 20x CPU time in our measurements)")
     p.add_argument("--max-ensembles", type=int, default=None, help="stop after this many ensembles")
     p.add_argument("--dry-run", action="store_true", help="print the grid size and exit")
     return p
