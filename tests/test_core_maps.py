@@ -229,3 +229,23 @@ def test_phase_diagram_table_equals_exact():
     np.testing.assert_allclose(fast.result.c_star, slow.result.c_star, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(fast.result.xi_c, slow.result.xi_c, rtol=1e-9)
     assert max(fast.table_check) < 1e-10
+
+
+def test_user_defined_activations():
+    import sympy as sp
+    x = sp.Symbol("x")
+    user = mf.Activation.from_sympy(sp.tanh(x), name="my_tanh")
+    assert user.zeros == (0.0,)
+    a = mf.analyze(user, 1.7, 0.1, 0.9)
+    b = mf.analyze("tanh", 1.7, 0.1, 0.9)
+    for field in ("q_star", "c_star", "chi_1", "chi_c", "chi_q"):
+        assert float(getattr(a, field)) == pytest.approx(float(getattr(b, field)), rel=1e-11)
+    # a smooth activation with no built-in: softplus - log 2 (odd-ish, unbounded), vs scipy quad
+    sp_expr = sp.log(1 + sp.exp(x)) - sp.log(2)
+    soft = mf.Activation.from_sympy(sp_expr)
+    phi = sp.lambdify(x, sp_expr, "math")
+    q = 0.7
+    ref_val = ref.gauss1(lambda t: phi(t) ** 2, q)
+    assert float(mf.q_map(q, soft, 1.0, 0.0, 1.0)) == pytest.approx(ref_val, rel=1e-11)
+    cal = mf.Activation.from_callables("cubic", lambda t: t ** 3, lambda t: 3 * t ** 2, lambda t: 6 * t)
+    assert float(mf.q_map(0.5, cal, 1.0, 0.0, 1.0)) == pytest.approx(15 * 0.5 ** 3, rel=1e-12)
