@@ -1,0 +1,245 @@
+"""Figures 6 and 7: training speed and trainability of deep tanh dropout networks (MNIST).
+
+Fig. 6 trains one batched ensemble (``experiments.ensemble.EnsembleMLP``, members keep 1 / 0.99 /
+0.98) per (depth, learning rate) and records the first step at which the test accuracy (no dropout,
+evaluated every ``eval_every`` steps) reaches 25 %; each ensemble's curve is one cache entry.
+Fig. 7 draws the accuracy of a sweep from ``experiments.trainability`` (the ``cpu`` preset database
+``results/trainability_cpu.sqlite`` when it is complete, else the figure's own sweep, resumable, in
+the cache) over (sigma_w^2, depth), with the trainable-depth boundary and the law fitted by
+``experiments.fit`` and Schoenholz's 6 xi_c from ``meanfield.analyze``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, replace
+
+import numpy as np
+
+import meanfield as mf
+
+from . import ROOT, style
+
+SB = 0.05
+SPEED_KEEPS = (1.0, 0.99, 0.98)
+TARGET = 0.25
+
+
+def _data_dir():
+    shared = ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
+def speed_protocol(quick):
+    if quick:
+        return dict(width=16, depths=(3, 6), lrs=(0.01, 0.1), steps=40, eval_every=5, batch_size=32,
+                    test_size=200)
+    return dict(width=64, depths=(10, 20, 40, 80), lrs=(0.001, 0.003, 0.01, 0.03, 0.1), steps=400,
+                eval_every=10, batch_size=128, test_size=1000)
+
+
+def _speed_run(depth, lr, sw, proto, data):
+    """Test accuracy every eval_every steps for the keeps of SPEED_KEEPS, shape (evals, keeps)."""
+    import torch
+    import torch.nn.functional as F
+    from experiments.ensemble import EnsembleMLP
+    from experiments.models import MinibatchStream, NetConfig, TrainConfig, _as_tensors, evaluate, make_optimizer
+    tcfg = TrainConfig(optimizer="sgd", lr=lr, batch_size=proto["batch_size"], steps=proto["steps"],
+                       test_size=proto["test_size"])
+    xtr, ytr, xte, yte = _as_tensors(data, tcfg, torch.float32)
+    cfgs = [NetConfig(n_in=data.n_features, width=proto["width"], depth=depth, n_out=data.n_classes,
+                      activation="tanh", sigma_w2=sw, sigma_b2=SB, keep=k) for k in SPEED_KEEPS]
+    model = EnsembleMLP(cfgs, [0] * len(cfgs))
+    opt = make_optimizer(model.parameters(), tcfg)
+    stream = MinibatchStream(len(xtr), tcfg.batch_size, tcfg.data_seed)
+    accs = []
+    for t in range(tcfg.steps + 1):
+        if t % proto["eval_every"] == 0:
+            model.eval()
+            acc, _ = evaluate(model, xte, yte)
+            accs.append(acc)
+            model.train()
+            if np.all(np.asarray(acc) >= TARGET):
+                break  # every member has reached the target: later evaluations are not needed
+        if t == tcfg.steps:
+            break
+        idx = torch.as_tensor(stream.next())
+        logits = model(xtr[idx])
+        m = logits.shape[0]
+        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ytr[idx].repeat(m),
+                              reduction="none").view(m, -1).mean(1)
+        opt.zero_grad(set_to_none=True)
+        per.sum().backward()
+        opt.step()
+    return np.array(accs)
+
+
+def steps_to_target(accs, eval_every):
+    """First evaluated step with accuracy >= TARGET per member; inf if never (censored)."""
+    out = np.full(accs.shape[1], np.inf)
+    for j in range(accs.shape[1]):
+        hit = np.flatnonzero(accs[:, j] >= TARGET)
+        if hit.size:
+            out[j] = hit[0] * eval_every
+    return out
+
+
+def render_speed(ctx):
+    proto = speed_protocol(ctx.quick)
+    sw = round(float(mf.critical_sigma_w2("tanh", SB, 1.0)), 2)  # critical for rho = 1
+    depths, lrs = proto["depths"], proto["lrs"]
+    steps = np.full((len(SPEED_KEEPS), len(depths), len(lrs)), np.inf)
+    data_set = None
+    from tqdm import tqdm
+    jobs = [(i, d, j, lr) for i, d in enumerate(depths) for j, lr in enumerate(lrs)]
+    for i, d, j, lr in tqdm(jobs, desc="fig6 training", disable=not ctx.progress, leave=False):
+        params = dict(proto, depth=d, lr=lr, sigma_w2=sw, sigma_b2=SB, keeps=SPEED_KEEPS,
+                      activation="tanh", optimizer="sgd", target=TARGET, dataset="mnist")
+        params.pop("depths"), params.pop("lrs")
+
+        def compute():
+            nonlocal data_set
+            if data_set is None:
+                from experiments.data import load_dataset
+                data_set = load_dataset("mnist", _data_dir())
+            return {"accs": _speed_run(d, lr, sw, proto, data_set)}
+        accs = ctx.cache.get("speed", params, compute)["accs"]
+        steps[:, i, j] = steps_to_target(accs, proto["eval_every"])
+    fig, axes = style.figure(1, len(SPEED_KEEPS), width=7.2, height=2.9)
+    finite = steps[np.isfinite(steps)]
+    from matplotlib.colors import LogNorm
+    norm = LogNorm(vmin=max(1, finite.min()) if finite.size else 1, vmax=proto["steps"])
+    for k, keep in enumerate(SPEED_KEEPS):
+        ax = axes[0, k]
+        s = steps[k]
+        shown = np.where(np.isfinite(s), np.maximum(s, 1), np.nan)
+        im = ax.imshow(shown, origin="lower", aspect="auto", cmap=style.CMAP, norm=norm)
+        im.set_gid(f"steps/{keep:g}")
+        ax.set_facecolor("white")  # censored cells (target never reached) stay blank
+        for (r, c), v in np.ndenumerate(s):
+            txt = f">{proto['steps']}" if not np.isfinite(v) else f"{v:.0f}"
+            light = np.isfinite(v) and norm(max(v, 1)) < 0.5
+            ax.text(c, r, txt, ha="center", va="center", fontsize=6.5, color="w" if light else "k")
+        ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+        ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+        ax.set_xlabel("SGD learning rate")
+        ax.set_title(style.keep_label(keep))
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(True)
+    axes[0, 0].set_ylabel("depth $L$")
+    cb = fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.9)
+    cb.set_label(f"steps to {TARGET:.0%} test accuracy")
+    fig.suptitle(f"Training speed, MNIST, tanh, $\\sigma_w^2$ = {sw} (critical for $\\rho$ = 1), "
+                 f"$\\sigma_b^2$ = {SB}, width {proto['width']}, batch {proto['batch_size']}; "
+                 f"blank: not reached in {proto['steps']} steps", fontsize=8)
+    return fig, {"steps": steps, "depths": np.array(depths), "lrs": np.array(lrs), "sigma_w2": sw}
+
+
+def trainability_sweep(quick):
+    from experiments.trainability import PRESETS, Sweep, _grid
+    if quick:
+        return Sweep(datasets=("mnist",), keeps=(1.0, 0.98), depths=(2, 4, 8), sigma_w2s=(1.0, 2.0, 3.0, 4.0),
+                     width=16, optimizer="rmsprop", lr=1e-3, batch_size=32, steps=20, eval_size=200,
+                     test_size=200)
+    return replace(PRESETS["cpu"], width=32, depths=(5, 10, 20, 40, 70), steps=200, batch_size=64,
+                   sigma_w2s=_grid(1.0, 4.0, 0.5), max_members=16)
+
+
+def trainability_rows(ctx):
+    """(rows, description): the cpu preset database when complete, else the figure's own sweep."""
+    from experiments.trainability import PRESETS, open_store, run_sweep
+    db = ctx.results_dir / "trainability_cpu.sqlite"
+    if not ctx.quick and db.is_file():
+        with open_store(db) as st:
+            rows = st.rows(dataset="mnist")
+        if len(rows) >= len(PRESETS["cpu"].configs()) // len(PRESETS["cpu"].datasets):
+            return rows, f"results/{db.name} (cpu preset)"
+    sweep = trainability_sweep(ctx.quick)
+    path = ctx.cache.sqlite_path("trainability", asdict(sweep))
+    run_sweep(sweep, path, data_dir=_data_dir(), device="cpu", preset="figure",
+              progress=ctx.progress)
+    with open_store(path) as st:
+        rows = st.rows()
+    return rows, f"figure sweep (cache {path.name})"
+
+
+def render_trainability(ctx):
+    from experiments import fit as fitmod
+    rows, source = trainability_rows(ctx)
+    keeps = sorted({r["keep"] for r in rows}, reverse=True)
+    bounds = {b.keep: b for b in fitmod.extract_boundaries(rows)}
+    law_name, theta = None, None
+    try:
+        bl = list(bounds.values())
+        if len(bl) > 1:
+            comp = fitmod.compare_held_out(bl)
+            law_name = min((k for k in comp if k != fitmod.REFERENCE.name and np.isfinite(comp[k]["mean"])),
+                           key=lambda k: comp[k]["mean"])
+        else:
+            law_name = "a*xi_c"
+        theta = fitmod.fit_law(law_name, bl, n_boot=0).theta
+    except ValueError as exc:  # too few interior boundary points (small sweeps)
+        law_name, theta, fit_note = None, None, str(exc)
+    fig, axes = style.figure(1, len(keeps), width=7.2 if len(keeps) > 1 else 4.0, height=3.3)
+    data = {"keeps": np.array(keeps), "law": law_name or "", "theta": theta if theta is not None else np.array([])}
+    sws_all = np.array(sorted({r["sigma_w2"] for r in rows}))
+    depths_all = np.array(sorted({r["depth"] for r in rows}))
+    fine = np.linspace(sws_all.min(), sws_all.max(), 200)
+    from matplotlib.colors import Normalize
+    norm = Normalize(0.0, 1.0)
+    for k, keep in enumerate(keeps):
+        ax = axes[0, k]
+        acc = np.full((len(depths_all), len(sws_all)), np.nan)
+        for r in rows:
+            if r["keep"] == keep:
+                i = np.searchsorted(depths_all, r["depth"])
+                j = np.searchsorted(sws_all, r["sigma_w2"])
+                v = r["eval_acc"]
+                acc[i, j] = np.nanmean([acc[i, j], v]) if np.isfinite(acc[i, j]) else v
+        xe = _edges(sws_all)
+        ye = _edges(depths_all)
+        im = ax.pcolormesh(xe, ye, acc, cmap=style.CMAP, norm=norm)
+        im.set_gid(f"acc/{keep:g}")
+        data[f"{keep:g}/accuracy"] = acc
+        res = mf.analyze("tanh", fine, SB, keep)
+        six = 6 * np.asarray(res.xi_c)
+        ln, = ax.plot(fine, six, color=style.color(1), lw=1.5, label=r"$6\,\xi_c$ (Schoenholz)")
+        ln.set_gid(f"{keep:g}/6xi_c")
+        data[f"{keep:g}/sigma_w2_fine"], data[f"{keep:g}/6xi_c"] = fine, six
+        if law_name is not None:
+            xc, x1 = fitmod.depth_scales(fine, keep, sigma_b2=SB)
+            pred = fitmod.LAWS[law_name].predict(theta, xc, x1)
+            ln, = ax.plot(fine, pred, color=style.color(5), lw=1.5, ls="--",
+                          label=f"fitted {law_name.replace('xi_1', 'ξ₁').replace('xi_c', 'ξ_c')}: "
+                                + ", ".join(f"{t:.3g}" for t in theta))
+            ln.set_gid(f"{keep:g}/law")
+            data[f"{keep:g}/law"] = pred
+        b = bounds.get(keep)
+        if b is not None:
+            for c, mk, lab in ((0, "o", "boundary $L_{max}$"), (1, "^", "$L_{max}$ > (all train)"),
+                               (-1, "v", "$L_{max}$ < (none trains)")):
+                sel = b.censor == c
+                if sel.any():
+                    ax.plot(b.sigma_w2[sel], b.L_max[sel], mk, color="w", mec="k", ms=4.5, label=lab)
+            data[f"{keep:g}/L_max"] = b.L_max
+        ax.set_ylim(ye[0], ye[-1])
+        ax.set_xlim(xe[0], xe[-1])
+        ax.set_xlabel(r"$\sigma_w^2$")
+        ax.set_title(style.keep_label(keep))
+    axes[0, 0].set_ylabel("depth $L$")
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="outside lower center", ncol=3)
+    cb = fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.9)
+    cb.set_label("accuracy (training eval batch, no dropout)")
+    r0 = rows[0]
+    fig.suptitle(f"Trainability, {r0['dataset']}, tanh, $\\sigma_b^2$ = {r0['sigma_b2']:g}, width "
+                 f"{r0['width']}, {r0['optimizer']} lr {r0['lr']:g}, {r0['steps']} steps; data: {source}",
+                 fontsize=8)
+    return fig, data
+
+
+def _edges(v):
+    v = np.asarray(v, float)
+    if len(v) == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5])
+    mid = (v[1:] + v[:-1]) / 2
+    return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
