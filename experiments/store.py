@@ -90,7 +90,8 @@ class Store:
             raise ValueError(f"table {self.table!r} in {self.path} has unique keys {sorted(uniq)}, "
                              f"not {self.key}")
 
-    def _key_tuple(self, key: Mapping[str, Any] | Sequence[Any]) -> tuple:
+    def key_of(self, key: Mapping[str, Any] | Sequence[Any]) -> tuple:
+        """The stored form of a key (a row/mapping or a tuple in key order): a tuple, REALs rounded."""
         if isinstance(key, Mapping):
             missing = [k for k in self.key if k not in key]
             if missing:
@@ -108,7 +109,7 @@ class Store:
 
     def is_done(self, key: Mapping[str, Any] | Sequence[Any]) -> bool:
         """Whether a row with this key (mapping or tuple in key order) is stored."""
-        kt = self._key_tuple(key)
+        kt = self.key_of(key)
         where = " AND ".join(f"{k} IS ?" for k in self.key)
         return self._con.execute(f"SELECT 1 FROM {self.table} WHERE {where} LIMIT 1",
                                  kt).fetchone() is not None
@@ -118,7 +119,7 @@ class Store:
         unknown = [c for c in row if c not in self.columns]
         if unknown:
             raise ValueError(f"unknown columns {unknown}; the table has {list(self.columns)}")
-        self._key_tuple(row)  # all key columns present
+        self.key_of(row)  # all key columns present
         names = list(row)
         values = [_round_real(row[n]) if n in self.key else row[n] for n in names]
         cur = self._con.execute(

@@ -169,7 +169,7 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike = DEFAULT_DB, *, data_dir=None
     added, ensembles = 0, 0
     with open_store(db) as store:
         done = store.done_keys()
-        todo = [c for c in sweep.configs() if tuple(store._key_tuple(c)) not in done]
+        todo = [c for c in sweep.configs() if tuple(store.key_of(c)) not in done]
         # work estimate: layers x networks (the cost of a step is ~ proportional to depth)
         total = sum(c["depth"] + 12 for c in todo)
         bar = tqdm(total=total, unit="layer-net", disable=not progress,
