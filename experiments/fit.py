@@ -26,6 +26,7 @@ default; xi capped at ``XI_CAP`` where it diverges at criticality):
 - ``a*xi_c``, ``a*xi_1``, ``a*min(xi_1,xi_c)``, ``a*xi_c+b``;
 - ``two-scale``: ``1/L = 1/(a xi_c) + 1/(b xi_1)``: the correlation scale and the gradient scale
   both limit depth, like resistors in parallel; the smaller one dominates, smoothly;
+- ``constant``: ``L = b``, the null model (no theory; e.g. a limit set by the training budget);
 - ``6*xi_c`` (Schoenholz et al.) is the fixed reference (no fitted constant).
 
 **Fit**: least squares in log space, ``r = ln L_law - ln L_max`` for interior points; a censored point
@@ -182,6 +183,8 @@ LAWS = {
     "a*xi_c+b": Law("a*xi_c+b", ("a", "b"), lambda t, xc, x1: t[0] * xc + t[1],
                     lambda u: np.array([np.exp(u[0]), u[1]]),
                     lambda t: np.array([np.log(t[0]), t[1]]), (6.0, 0.0)),
+    # null model: a depth limit that ignores the theory (e.g. set by the training budget)
+    "constant": Law("constant", ("b",), lambda t, xc, x1: np.full_like(xc, t[0]), _exp, _log, (20.0,)),
     "two-scale": Law("two-scale", ("a", "b"),
                      lambda t, xc, x1: 1.0 / (1.0 / (t[0] * xc) + 1.0 / (t[1] * x1)),
                      _exp, _log, (6.0, 12.0)),
@@ -288,7 +291,9 @@ def compare_held_out(boundaries: list[Boundary], *, n_boot: int = 0, seed: int =
 def _fmt_theta(f: FitResult) -> str:
     if not f.param_names:
         return "(fixed)"
-    return ", ".join(f"{p} = {t:.3g} [{lo:.3g}, {hi:.3g}]"
+    # a constant running off to ~1e6+ means that term drops out (the law degenerates to a simpler one)
+    g = lambda v: f"{v:.3g}" if abs(v) < 1e6 else "unbounded"
+    return ", ".join(f"{p} = {g(t)} [{g(lo)}, {g(hi)}]"
                      for p, t, lo, hi in zip(f.param_names, f.theta, f.ci_low, f.ci_high))
 
 
