@@ -217,7 +217,12 @@ def study_pair(run, quick):
         ex, gi = np.asarray(t.g_ab), np.asarray(tg.g_ab)
         print(f"{a} sigma_w2={sw}: chi_1={float(t.chi_1):.4f} chi_2={float(t.chi_2):.4f} chi_q={float(t.chi_q):.4f}")
         print("N | predicted k_x | observed k_x (sd g_ab > |theory|) | max|z| mean g_ab vs exact, k<=k_x |"
-              " same vs GIA | floor sd(g_ab)/mean(g_aa), k>=2k_x")
+              " same vs GIA | floor sd(g_ab)/mean(g_aa) (median over the window)")
+        # one layer window for every N, beyond twice the largest predicted crossover
+        kx_max = max(float(t.crossover_depth(n)) for n in widths)
+        k = np.arange(depth)[::-1]
+        deep = k >= min(max(2 * kx_max, kx_max + 5), depth - 4)
+        print(f"floor window: k = {k[deep].min()}..{k[deep].max()}")
         logn, floors, boots = [], [], []
         for n in widths:
             d = run.get(spec("pair", a, sw, 0.8, n, depth, reals, seed=4))
@@ -230,10 +235,6 @@ def study_pair(run, quick):
             sel = k <= kx
             z = np.max(np.abs((m - ex) / e)[sel]) if sel.any() else float("nan")
             zg = np.max(np.abs((m - gi) / e)[sel]) if sel.any() else float("nan")
-            deep = k >= max(2 * kx, kx + 5)
-            if deep.sum() < 3:
-                deep = k >= k.max() - 5
-
             def floor(x):
                 return np.median(x["g_ab"].std(0, ddof=1)[deep] / x["g_aa"].mean(0)[deep])
 
@@ -250,7 +251,9 @@ def study_pair(run, quick):
         slope = np.polyfit(logn, np.log(floors), 1)[0]
         bslopes = [np.polyfit(logn, np.log([b[i] for b in boots]), 1)[0] for i in range(300)]
         lo, hi = np.quantile(bslopes, [0.025, 0.975])
-        print(f"floor exponent in N: {slope:.3f} [{lo:.3f}, {hi:.3f}] (95% bootstrap; theory -0.5)")
+        local = np.diff(np.log(floors)) / np.diff(logn)
+        print(f"floor exponent in N: {slope:.3f} [{lo:.3f}, {hi:.3f}] (95% bootstrap; theory -0.5); "
+              "between successive N: " + ", ".join(f"{v:.3f}" for v in local))
 
 
 def study_univer(run, quick):
@@ -264,7 +267,11 @@ def study_univer(run, quick):
         for m in ("g_aa", "g_ab", "g_abs"):
             # columns 0..19 are layers 1, 11, ..., 191 (checked against the linear closed form); some
             # files have a 21st value per network of unidentified meaning, left out
-            x = ref.load_univer(act, n, keep, m)[:, :20]
+            try:
+                x = ref.load_univer(act, n, keep, m)[:, :20]
+            except ValueError as exc:  # e.g. a truncated file
+                print(f"authors | {act} | {n} | {keep} | {m} | unusable: {exc}")
+                continue
             if m == "g_ab":
                 x = np.abs(x)
             x = x[:, np.all(x > 0, axis=0)]  # float32 underflow stored as 0

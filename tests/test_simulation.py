@@ -47,8 +47,8 @@ def zscores(res, metric, theory):
 @pytest.mark.parametrize("keep", [0.6, 0.8, 1.0])
 def test_linear_matches_huang_closed_forms(keep, gia):
     q, _, c = linear_fixed_point(SW, SB, keep)
-    depth = 15
-    res = simulate_gradients("linear", SW, SB, keep, width=300, depth=depth, realisations=100,
+    depth = 12
+    res = simulate_gradients("linear", SW, SB, keep, width=250, depth=depth, realisations=80,
                              q0=q, c0=c, gia=gia, seed=11)
     gaa, gab = huang_linear(SW, SB, keep, depth, gia=gia)
     assert np.max(np.abs(zscores(res, "g_aa", gaa))) < ZMAX
