@@ -31,7 +31,8 @@ default; xi capped at ``XI_CAP`` where it diverges at criticality):
 
 **Fit**: least squares in log space, ``r = ln L_law - ln L_max`` for interior points; a censored point
 contributes only when the law violates its bound (``r = min(0, ...)`` for lower bounds, ``max(0, ...)``
-for upper bounds). Confidence intervals: percentile bootstrap over boundary points (95 %).
+for upper bounds). Confidence intervals: expanded percentile bootstrap over boundary points (95 %; the plain percentile
+interval covered 6 in only ~77 % of synthetic 12-point sweeps).
 **Comparison**: each law is fitted on one sweep and scored by the RMS log error on every other sweep
 (another keep or data set); the winner has the smallest mean held-out error.
 """
@@ -221,6 +222,16 @@ def rms_log_error(law: Law, theta, b: Boundary) -> float:
     return float(np.sqrt(np.mean(r ** 2)))
 
 
+def _expanded_alpha(alpha: float, n: int, p: int) -> float:
+    """Tail level of the *expanded* percentile bootstrap interval (Hesterberg 2015): the plain
+    percentile interval is too narrow for the few (7-10) boundary points of a sweep; the z quantile
+    is replaced by ``sqrt(n / (n - p)) t_{n-p}``."""
+    from scipy.stats import norm, t
+    df = max(n - p, 1)
+    z = math.sqrt(n / df) * t.ppf(1 - alpha / 2, df)
+    return float(2 * norm.sf(z))
+
+
 @dataclass(frozen=True)
 class FitResult:
     law: str
@@ -253,7 +264,7 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
         boots.append(_fit_theta(law, L[i], c[i], xc[i], x1[i]))
     if boots:
         boots = np.array(boots)
-        alpha = (1 - level) / 2
+        alpha = _expanded_alpha(1 - level, len(L), len(law.param_names)) / 2
         lo, hi = np.quantile(boots, alpha, axis=0), np.quantile(boots, 1 - alpha, axis=0)
     else:
         lo = hi = theta

@@ -45,7 +45,7 @@ def test_ci_coverage_single_constant():
     for k in range(30):
         xc, x1 = _scales(12, rng)
         L = 6.0 * xc * np.exp(rng.normal(0, 0.2, 12))
-        r = fit.fit_law("a*xi_c", _boundary(L, xc, x1), n_boot=100, seed=k)
+        r = fit.fit_law("a*xi_c", _boundary(L, xc, x1), n_boot=200, seed=k)
         hits += r.ci_low[0] <= 6.0 <= r.ci_high[0]
     assert hits >= 24   # binomial(30, 0.95) gives >= 24 with probability > 0.999 (plus bootstrap slack)
 
