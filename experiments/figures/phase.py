@@ -1,7 +1,7 @@
 """Depth-scale phase diagram: xi_c and xi_1 of tanh networks over (sigma_w^2, sigma_b^2).
 
-``meanfield.phase_diagram`` on a grid (cached; tanh with dropout costs ~30 ms a point, so the full
-grid is 40 x 30, not 200 x 200), without dropout (rho = 1) and with dropout (rho = 0.9). The dashed
+``meanfield.phase_diagram`` on a grid (cached; the full grid is 200 x 200, c* from the verified
+pair-integral table), without dropout (rho = 1) and with dropout (rho = 0.9). The dashed
 line is the critical line chi_1 = 1 (``critical_sigma_w2``). Without dropout xi_c diverges on it;
 with dropout xi_c stays finite everywhere while xi_1 still diverges there.
 """
@@ -18,7 +18,7 @@ CAP = 200.0  # colour scale ceiling (depth scales diverge at criticality)
 
 
 def grid(quick):
-    return (np.linspace(0.5, 4.0, 12 if quick else 40), np.linspace(0.01, 0.3, 8 if quick else 30))
+    return (np.linspace(0.5, 4.0, 12 if quick else 200), np.linspace(0.01, 0.3, 8 if quick else 200))
 
 
 def render(ctx):
