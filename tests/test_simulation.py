@@ -230,3 +230,14 @@ def test_nonlinear_exact_theory_matches_and_gia_theory_matches_gia_simulation(ac
     if loss == "sum_squares":  # GIA theory misses the faithful simulation
         res = simulate_gradients(act, sw, 0.1, 0.8, width=width, depth=depth, realisations=100, seed=22)
         assert np.max(np.abs(zscores(res, "g_aa", gi.g_aa))) > 5  # chance: ~1e-6
+
+
+@pytest.mark.parametrize("act,sw,s,backward", [("tanh", 1.2, 1.5, "code"), ("relu", 0.8, 2.5, "true")])
+def test_sparseout_simulation_matches_exact_theory(act, sw, s, backward):
+    gm = _theory()
+    depth = 8
+    ex = gm(act, sw, 0.1, 0.8, depth, noise="sparseout", s=s, backward=backward, method="exact")
+    res = simulate_gradients(act, sw, 0.1, 0.8, width=300, depth=depth, realisations=100, seed=31,
+                             noise="sparseout", s=s, backward=backward)
+    for m in ("g_aa", "g_ab"):
+        assert np.max(np.abs(zscores(res, m, getattr(ex, m)))) < ZMAX
