@@ -144,4 +144,4 @@ def gradient_metrics(activation, sigma_w2, sigma_b2, keep=None, depth=50, *, noi
 if __name__ == "__main__":
     from .gradients_cli import main
 
-    main()
+    raise SystemExit(main())
