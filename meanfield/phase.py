@@ -92,7 +92,7 @@ class PairTable:
     q in [1e-3, 5]).
     """
 
-    def __init__(self, act, q_lo, q_hi, tol=1e-11, n_q=32, n_c=64, n_max=128):
+    def __init__(self, act, q_lo, q_hi, tol=1e-11, n_q=32, n_c=48, n_max=128):
         self.act = act
         self.lo, self.hi = np.log(q_lo), np.log(max(q_hi, q_lo * 1.0001))
         while True:
@@ -105,9 +105,9 @@ class PairTable:
             if n_q >= n_max and n_c >= n_max:
                 raise RuntimeError(f"pair table for {act.name} did not converge (tails {tails}, {tails_c})")
             if max(tails) > tol:
-                n_q = min(2 * n_q, n_max)
+                n_q = min(3 * n_q // 2, n_max)
             if max(tails_c) > tol:
-                n_c = min(2 * n_c, n_max)
+                n_c = min(3 * n_c // 2, n_max)
         self.shape = (n_q, n_c)
 
     @staticmethod
@@ -185,7 +185,7 @@ def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout",
     if not exact and finite.size and not {"K", "Kd"} <= set(p.act.closed):
         # tiny q* (cheap by quadrature, and a long way in log q) stays off the table
         qs = np.maximum(finite, Q_MIN)
-        table = PairTable(p.act, max(qs.min(), 1e-4 * qs.max()), qs.max())
+        table = PairTable(p.act, max(qs.min(), 1e-3 * qs.max()), qs.max())
     res = analyze_params(p, on_missing="nan", pair=table, q=q)
     if table is not None and n_check:
         check = _check_table(p, res, n_check, seed)
