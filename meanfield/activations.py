@@ -25,9 +25,25 @@ from types import MappingProxyType
 from typing import Callable, Mapping
 
 import numpy as np
-from scipy.special import erf as _erf, expit, ndtr
 
 _SQRT_2PI = np.sqrt(2 * np.pi)
+
+
+# scipy.special is imported on first use: it doubles the start-up time of the CLI, and the tanh,
+# ReLU and linear paths never need it
+def _erf(x):
+    from scipy.special import erf
+    return erf(x)
+
+
+def expit(x):
+    from scipy.special import expit as _expit
+    return _expit(x)
+
+
+def ndtr(x):
+    from scipy.special import ndtr as _ndtr
+    return _ndtr(x)
 
 
 @dataclass(frozen=True)

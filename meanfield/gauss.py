@@ -17,7 +17,6 @@ converge raises :class:`ConvergenceError` rather than returning a poor number.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, roots_hermitenorm
 
 Z_MAX = 10.0  # N(0,1) mass beyond 10 sigma is 1.5e-23: below float64 resolution of any moment here
 RTOL = 1e-13
@@ -91,6 +90,7 @@ _HERMITE_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 def _hermite_nodes(n):
     if n not in _HERMITE_CACHE:
+        from scipy.special import roots_hermitenorm  # on first use: keeps the CLI start-up light
         z, w = roots_hermitenorm(n)
         _HERMITE_CACHE[n] = (z, w / _SQRT_2PI)
     return _HERMITE_CACHE[n]
@@ -121,7 +121,7 @@ def _piecewise(f, mean, sd, kinks, rtol, floor=0.0, t_max=4.0, max_level=9):
 
     def partial(t):
         s = 0.5 * np.pi * np.sinh(t)
-        off = expit(-2.0 * s)  # (1 - tanh s)/2 without cancellation
+        off = 0.5 * np.exp(-s) / np.cosh(s)  # (1 - tanh s)/2 without cancellation
         with np.errstate(over="ignore"):  # cosh(s)^2 = inf far out: the weight is 0 there
             wt = 0.5 * np.pi * np.cosh(t) / np.cosh(s) ** 2 * np.where(t == 0, 0.5, 1.0)
         tot = ab = 0.0
