@@ -12,7 +12,10 @@ Reproducibility contract (what lets ``experiments.ensemble`` match a network tra
 
 - parameters come from ``torch.Generator().manual_seed(seed)``, drawn layer by layer (W then b);
 - dropout masks come from a second generator seeded ``seed + MASK_SEED_OFFSET``; each training step
-  draws, layer by layer, one ``(batch, width)`` uniform tensor ``u`` and uses ``mask = u < keep``;
+  draws, for each block of ``MASK_BLOCK`` consecutive hidden layers (the last block may be shorter),
+  one ``(layers_in_block, batch, width)`` uniform tensor ``u`` and uses ``mask = u < keep`` (blocks:
+  a batched ensemble then makes one generator call per member per block, not per layer, while the
+  tensor stays bounded for deep, wide networks);
 - minibatches come from ``MinibatchStream(n, batch, data_seed)``: one stream shared by all networks.
 
 ``train_network`` trains one network with ``torch.optim`` (SGD or RMSprop, PyTorch defaults apart
@@ -32,6 +35,7 @@ __all__ = ["ACTIVATIONS", "NetConfig", "TrainConfig", "TrainResult", "MinibatchS
            "init_params", "DeepMLP", "train_network", "evaluate", "MASK_SEED_OFFSET"]
 
 MASK_SEED_OFFSET = 1_000_003
+MASK_BLOCK = 8
 
 ACTIVATIONS = {
     "linear": lambda x: x,
@@ -186,9 +190,12 @@ class DeepMLP(torch.nn.Module):
         for l in range(cfg.depth):
             h = self.phi(F.linear(h, self.weights[l], self.biases[l]))
             if drop:
-                u = torch.rand(x.shape[0], cfg.width, generator=self.mask_gen, dtype=x.dtype,
-                               device=x.device)
-                h = h * (u < cfg.keep).to(x.dtype) / cfg.keep
+                if l % MASK_BLOCK == 0:
+                    n = min(MASK_BLOCK, cfg.depth - l)
+                    u = torch.rand(n, x.shape[0], cfg.width, generator=self.mask_gen, dtype=x.dtype,
+                                   device=x.device)
+                    masks = (u < cfg.keep).to(x.dtype) / cfg.keep
+                h = h * masks[l % MASK_BLOCK]
         return F.linear(h, self.weights[-1], self.biases[-1])
 
 
