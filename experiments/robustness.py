@@ -220,13 +220,12 @@ def format_table(summary: list[dict]) -> str:
 
 def plot(summary: list[dict], path_stem: str | Path) -> list[Path]:
     """Accuracy vs eta (mean +- std over seeds), one panel per architecture; writes PNG and PDF."""
-    import matplotlib
+    from .figures import style  # the project's colour-blind-safe style (imports matplotlib, Agg)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    style.apply()
+    plt = style.plt
     archs = [a for a in ARCHS if any(s["arch"] == a for s in summary)]
-    fig, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(archs), figsize=(3.6 * len(archs), 2.8), squeeze=False)
     for ax, arch in zip(axes[0], archs):
         for s in summary:
             if s["arch"] != arch:
@@ -235,7 +234,7 @@ def plot(summary: list[dict], path_stem: str | Path) -> list[Path]:
             ax.plot(ETAS, m, marker="o", ms=3, label=f"{s['variant']} (score {s['score_mean']:.0f})")
             ax.fill_between(ETAS, m - e, m + e, alpha=0.25)
         ax.set_title(f"MNIST {arch}")
-        ax.set_xlabel("fraction of noisy pixels eta")
+        ax.set_xlabel(r"fraction of pixels replaced by 0.7469, $\eta$")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
