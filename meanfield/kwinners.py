@@ -68,7 +68,7 @@ __all__ = [
     "analyze_kwinners",
 ]
 
-from .maps import NoFixedPointError
+from .maps import NoFixedPointError, checked
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 
@@ -76,38 +76,24 @@ _SQRT_2PI = np.sqrt(2.0 * np.pi)
 # ----------------------------------------------------------------------------- input checks
 
 def _f(f):
-    f = np.asarray(f, dtype=np.float64)
-    if not np.all((f > 0) & (f < 1)):
-        raise ValueError(f"f (fraction of winners k/n) must lie in the open interval (0, 1); got {f}")
-    return f
+    return checked("f (fraction of winners k/n)", f, "lie in the open interval (0, 1)",
+                   lambda a: (a > 0) & (a < 1))
 
 
 def _sw2(sigma_w2):
-    s = np.asarray(sigma_w2, dtype=np.float64)
-    if not np.all(np.isfinite(s) & (s > 0)):
-        raise ValueError(f"sigma_w2 must be finite and > 0; got {sigma_w2}")
-    return s
+    return checked("sigma_w2", sigma_w2, "be > 0", lambda a: a > 0)
 
 
 def _sb2(sigma_b2):
-    s = np.asarray(sigma_b2, dtype=np.float64)
-    if not np.all(np.isfinite(s) & (s >= 0)):
-        raise ValueError(f"sigma_b2 must be finite and >= 0; got {sigma_b2}")
-    return s
+    return checked("sigma_b2", sigma_b2, "be >= 0", lambda a: a >= 0)
 
 
 def _q(q, name="q"):
-    q = np.asarray(q, dtype=np.float64)
-    if not np.all(np.isfinite(q) & (q > 0)):
-        raise ValueError(f"{name} must be finite and > 0; got {q}")
-    return q
+    return checked(name, q, "be > 0", lambda a: a > 0)
 
 
 def _c(c):
-    c = np.asarray(c, dtype=np.float64)
-    if not np.all((c >= -1) & (c <= 1)):
-        raise ValueError(f"c (correlation) must lie in [-1, 1]; got {c}")
-    return c
+    return checked("c (correlation)", c, "lie in [-1, 1]", lambda a: (a >= -1) & (a <= 1))
 
 
 def _pdf(x):

@@ -51,28 +51,29 @@ def _finite_array(name, value):
     return arr
 
 
+def checked(name, value, valid, ok):
+    """A finite float array whose every element passes ``ok``; else ValueError "name must <valid>"."""
+    arr = _finite_array(name, value)
+    if not np.all(ok(arr)):
+        raise ValueError(f"{name} must {valid}, got {value!r}")
+    return arr
+
+
 def params(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout", s=2.0, backward="true",
            drop=None) -> Params:
     """Validate and broadcast the parameters; errors name the parameter and its valid range."""
     act = get_activation(activation)
     nz = make_noise(noise, s, backward)
-    sw = _finite_array("sigma_w2", sigma_w2)
-    sb = _finite_array("sigma_b2", sigma_b2)
-    if np.any(sw <= 0):
-        raise ValueError(f"sigma_w2 (weight variance) must be > 0, got {sigma_w2!r}")
-    if np.any(sb < 0):
-        raise ValueError(f"sigma_b2 (bias variance) must be >= 0, got {sigma_b2!r}")
+    sw = checked("sigma_w2 (weight variance)", sigma_w2, "be > 0", lambda a: a > 0)
+    sb = checked("sigma_b2 (bias variance)", sigma_b2, "be >= 0", lambda a: a >= 0)
     if keep is not None and drop is not None:
         raise ValueError("give keep (keep probability rho) or drop (= 1 - rho), not both")
     if drop is not None:
-        d = _finite_array("drop", drop)
-        if np.any((d < 0) | (d >= 1)):
-            raise ValueError(f"drop (drop probability 1 - rho) must lie in [0, 1), got {drop!r}")
-        k = 1.0 - d
+        k = 1.0 - checked("drop (drop probability 1 - rho)", drop, "lie in [0, 1)",
+                          lambda a: (a >= 0) & (a < 1))
     else:
-        k = _finite_array("keep", 1.0 if keep is None else keep)
-        if np.any((k <= 0) | (k > 1)):
-            raise ValueError(f"keep (keep probability rho) must lie in (0, 1], got {keep!r}")
+        k = checked("keep (keep probability rho)", 1.0 if keep is None else keep, "lie in (0, 1]",
+                    lambda a: (a > 0) & (a <= 1))
     if nz.kind == "none" and np.any(k != 1):
         raise ValueError("noise='none' needs keep = 1; use noise='dropout' or 'sparseout' for keep < 1")
     sw, sb, k = np.broadcast_arrays(sw, sb, k)

@@ -47,12 +47,12 @@ def test_negative_bias_variance(sb):
 def test_non_finite_values(bad, which):
     kw = dict(sigma_w2=1.5, sigma_b2=0.05, keep=0.9)
     kw[which] = bad
-    with pytest.raises(ValueError, match=f"{which} must be finite"):
+    with pytest.raises(ValueError, match=f"{which}.* must be finite"):
         mf.analyze("tanh", **kw)
 
 
 def test_non_finite_inside_an_array():
-    with pytest.raises(ValueError, match="sigma_w2 must be finite"):
+    with pytest.raises(ValueError, match="sigma_w2.* must be finite"):
         mf.analyze("tanh", [1.0, np.nan], 0.05, 0.9)
 
 
