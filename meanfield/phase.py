@@ -59,7 +59,8 @@ def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", s=2.0
             break
         a, b, fa, fb = lo[active], hi[active], f_lo[active], f_hi[active]
         # regula falsi where both ends are finite, bisection where the map diverges at hi
-        x = np.where(np.isfinite(fb), (a * fb - b * fa) / (fb - fa), 0.5 * (a + b))
+        with np.errstate(invalid="ignore"):  # fb = inf (map diverged) takes the bisection branch
+            x = np.where(np.isfinite(fb), (a * fb - b * fa) / (fb - fa), 0.5 * (a + b))
         x = np.where((x > a) & (x < b), x, 0.5 * (a + b))
         fx = log_chi(x, active)
         right = fx >= 0
