@@ -121,7 +121,7 @@ def test_closed_forms_agree_with_quadrature(name, q):
     for key in ("A2", "D2", "dA2", "PD"):
         if key in act.closed:
             assert act_moment(act, key, q) == pytest.approx(float(act_moment(numeric, key, q)), rel=1e-11), key
-    for c in (-0.5, 0.2, 0.95):
+    for c in (-1.0, -0.5, 0.0, 0.2, 0.95, 0.9999, 1.0):
         keys = [k for k in ("K", "Kd", "PK") if k in act.closed]
         for k, a, b in zip(keys, act_pair(act, keys, q, c), act_pair(numeric, keys, q, c)):
             assert float(a) == pytest.approx(float(b), rel=1e-11, abs=1e-14), (k, c)
