@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep probability rho in (0, 1] (the papers' 'dropout rate'); default 1 = no dropout")
     ap.add_argument("--activation", default="tanh", choices=ACTIVATIONS,
                     help="element-wise nonlinearity (erf means erf(sqrt(pi) x / 2))")
-    ap.add_argument("--sigma-w2", type=parse_grid, default=parse_grid("1:4:0.1"),
+    ap.add_argument("--sigma-w2", type=parse_grid, default="1:4:0.1",
                     help="weight variance sigma_w^2 > 0 (times 1/fan-in): a value, a list a,b,c "
                          "or a range start:stop:step")
     ap.add_argument("--sigma-b2", type=float, default=0.05, help="bias variance sigma_b^2 >= 0")
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backward", choices=("true", "code"), default="true",
                     help="Sparseout backward: the true derivative, or the reference code's factor")
     ap.add_argument("--multiple", type=float, default=6.0,
-                    help="depth-bound multiple: the table shows multiple * xi_c")
+                    help="depth-bound multiple > 0: the table shows multiple * xi_c (Schoenholz: 6)")
     ap.add_argument("--json", metavar="PATH", default=None,
                     help="also write a JSON list of records (inputs and results) to PATH ('-' = stdout only JSON)")
     return ap
@@ -82,6 +82,8 @@ def main(argv=None) -> int:
         ap.error(f"--rate (drop probability) must lie in [0, 1), got {args.rate}")
     if args.keep is not None and not 0 < args.keep <= 1:
         ap.error(f"--keep (keep probability) must lie in (0, 1], got {args.keep}")
+    if not (np.isfinite(args.multiple) and args.multiple > 0):
+        ap.error(f"--multiple must be a positive number, got {args.multiple}")
     keep = 1.0 - args.rate if args.rate is not None else (1.0 if args.keep is None else args.keep)
     noise = "sparseout" if args.s is not None else args.noise
     s = 2.0 if args.s is None else args.s
