@@ -24,7 +24,7 @@ from scipy.optimize import brentq
 
 from . import compare, core, module_check, numeric_twin
 from .symbols import (E_gauss_exp_quadratic, E_mask, c, m, pair_inputs, q, rho, sigma_b2,
-                      sigma_w2, z, z1, z2)
+                      sigma_w2, z1, z2)
 
 cached = functools.lru_cache(maxsize=None)
 a = sp.Symbol("a", positive=True)

@@ -18,7 +18,7 @@ import numpy as np
 import sympy as sp
 
 from . import compare, core, module_check, numeric_twin
-from .symbols import E_gauss, f, gauss_pdf, q, sigma_b2, sigma_w2, tau, z
+from .symbols import E_gauss, f, q, sigma_b2, sigma_w2, tau, z
 
 cached = functools.lru_cache(maxsize=None)
 

@@ -266,7 +266,6 @@ def _check_huang(rng) -> float:
     kk = np.arange(21, dtype=float)
     err = 0.0
     for sw, sb, r_ in random_points(rng):
-        vals = {"k": kk, "sigma_w2": sw, "sigma_b2": sb, "rho": r_}
         for derived, ref in [(g_aa_exact_numeric, g_aa_huang), (g_ab_exact_numeric, g_ab_huang)]:
             ref_np = sp.lambdify([sigma_w2, sigma_b2, rho, k], ref(), "numpy")
             err = max(err, compare(f"{ref.__name__} at {(sw, sb, r_)}", derived(sw, sb, r_, kk),

@@ -17,7 +17,6 @@ the masks averaged exactly (for n features; the closed form's sum over j is chec
 from __future__ import annotations
 
 import functools
-import itertools
 
 import numpy as np
 import sympy as sp

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from experiments.store import Store  # noqa: E402
 from meanfield import reference as ref  # noqa: E402
-from meanfield.universality import fit_log_log, fit_samples  # noqa: E402
+from meanfield.universality import fit_samples  # noqa: E402
 
 KEEPS = (0.6, 0.7, 0.8, 0.9, 1.0)
 NONLINEAR = (("tanh", 1.4), ("relu", 1.0), ("hard_tanh", 1.4), ("erf", 1.4))
@@ -261,7 +261,7 @@ def study_univer(run, quick):
     widths = (100, 300) if quick else (100, 300, 500, 700, 900)
     depth, reals = (60, 40) if quick else (200, 100)
     have_core = theory_core() is not None
-    print(f"\n## universality: log V vs log m, 95% bootstrap intervals over networks")
+    print("\n## universality: log V vs log m, 95% bootstrap intervals over networks")
     print("source | act | N | keep | metric | exponent [CI] | R^2")
     for act, n, keep in ref.available_univer():
         for m in ("g_aa", "g_ab", "g_abs"):

@@ -38,7 +38,6 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from .data import DATASETS
 from .store import Store
@@ -159,7 +158,6 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike = DEFAULT_DB, *, data_dir=None
 
     ``max_ensembles`` stops after that many ensembles (used to simulate an interrupted sweep).
     """
-    import torch
     from tqdm import tqdm
 
     from .data import load_dataset

@@ -10,7 +10,6 @@ the cache) over (sigma_w^2, depth), with the trainable-depth boundary and the la
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -178,9 +177,12 @@ def render_trainability(ctx):
             law_name = "a*xi_c"
         theta = fitmod.fit_law(law_name, bl, n_boot=0).theta
     except ValueError as exc:  # too few interior boundary points (small sweeps)
-        law_name, theta, fit_note = None, None, str(exc)
+        law_name, theta, fit_note = None, None, f"no law fitted: {exc}"
+    else:
+        fit_note = ""
     fig, axes = style.figure(1, len(keeps), width=7.2 if len(keeps) > 1 else 4.0, height=3.3)
-    data = {"keeps": np.array(keeps), "law": law_name or "", "theta": theta if theta is not None else np.array([])}
+    data = {"keeps": np.array(keeps), "law": law_name or "", "fit_note": fit_note,
+            "theta": theta if theta is not None else np.array([])}
     sws_all = np.array(sorted({r["sigma_w2"] for r in rows}))
     depths_all = np.array(sorted({r["depth"] for r in rows}))
     fine = np.linspace(sws_all.min(), sws_all.max(), 200)
@@ -224,7 +226,7 @@ def render_trainability(ctx):
         ax.set_ylim(ye[0], ye[-1])
         ax.set_xlim(xe[0], xe[-1])
         ax.set_xlabel(r"$\sigma_w^2$")
-        ax.set_title(style.keep_label(keep))
+        ax.set_title(style.keep_label(keep) + (f"\n({fit_note})" if fit_note and k == 0 else ""))
     axes[0, 0].set_ylabel("depth $L$")
     h, lab = axes[0, 0].get_legend_handles_labels()
     fig.legend(h, lab, loc="outside lower center", ncol=3)
