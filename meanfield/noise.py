@@ -163,16 +163,28 @@ def _sparseout_kinks(act):
 
 # ---------------------------------------------------------------------------------------------
 # layer moments used by the maps
+def _sparseout_m2(act, noise, keep):
+    """x -> E_xi[g(x, xi)^2] = phi^2 + r |phi|^s, for keep already broadcast against q."""
+    def m2(x):
+        phi, _, _, _, _, r = _sparseout_parts(act, noise, x, keep)
+        return phi ** 2 + r * np.abs(phi) ** noise.s
+    return m2
+
+
 def second_moment(act, noise, q, keep):
     """M2(q) = E_{z, xi}[g(sqrt(q) z, xi)^2]: the variance map is sigma_w^2 M2 + sigma_b^2."""
     if noise.kind != "sparseout":
         return act_moment(act, "A2", q) / keep
     q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(keep, float))
+    return expect(_sparseout_m2(act, noise, keep), q, kinks=_sparseout_kinks(act))
 
-    def m2(x):
-        phi, _, _, _, k, r = _sparseout_parts(act, noise, x, keep)
-        return phi ** 2 + r * np.abs(phi) ** noise.s
-    return expect(m2, q, kinks=_sparseout_kinks(act))
+
+def second_moment_slope(act, noise, q, keep):
+    """dM2/dq = E[g'^2 + g g''] (Gaussian integration by parts); chi_q = sigma_w^2 dM2/dq."""
+    if noise.kind != "sparseout":
+        return act_moment(act, "dA2", q) / keep
+    q, keep = np.broadcast_arrays(np.maximum(np.asarray(q, float), Q_MIN), np.asarray(keep, float))
+    return expect(_stein(_sparseout_m2(act, noise, keep), q), q, kinks=_sparseout_kinks(act))
 
 
 def second_moment_and_slope(act, noise, q, keep):
@@ -181,18 +193,6 @@ def second_moment_and_slope(act, noise, q, keep):
         a2, da2 = act_moments(act, ("A2", "dA2"), q)
         return a2 / keep, da2 / keep
     return second_moment(act, noise, q, keep), second_moment_slope(act, noise, q, keep)
-
-
-def second_moment_slope(act, noise, q, keep):
-    """dM2/dq = E[g'^2 + g g''] (Gaussian integration by parts); chi_q = sigma_w^2 dM2/dq."""
-    if noise.kind != "sparseout":
-        return act_moment(act, "dA2", q) / keep
-    q, keep = np.broadcast_arrays(np.maximum(np.asarray(q, float), Q_MIN), np.asarray(keep, float))
-
-    def m2(x):
-        phi, _, _, _, k, r = _sparseout_parts(act, noise, x, keep)
-        return phi ** 2 + r * np.abs(phi) ** noise.s
-    return expect(_stein(m2, q), q, kinks=_sparseout_kinks(act))
 
 
 def deriv_second_moment(act, noise, q, keep):
