@@ -37,6 +37,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from experiments.store import Store  # noqa: E402
+from meanfield import analyze  # noqa: E402
+from meanfield.gradients import gradient_metrics  # noqa: E402
 from meanfield import reference as ref  # noqa: E402
 from meanfield.universality import fit_samples  # noqa: E402
 
@@ -63,24 +65,13 @@ def _from_blob(b):
     return np.load(io.BytesIO(b), allow_pickle=False)
 
 
-def theory_core():
-    """meanfield.gradient_metrics and analyze, or None when the core is not there yet."""
-    try:
-        from meanfield import analyze
-        from meanfield.gradients import gradient_metrics
-        return gradient_metrics, analyze
-    except ImportError:
-        return None
 
 
 def fixed_point(act, sw, keep):
     if act == "linear":
         q = SB / (1 - sw / keep)
         return q, (SB / (1 - sw)) / q
-    core = theory_core()
-    if core is None:
-        raise RuntimeError("nonlinear studies need meanfield.analyze (theory core not available)")
-    r = core[1](activation=act, sigma_w2=sw, sigma_b2=SB, keep=keep, noise="dropout")
+    r = analyze(activation=act, sigma_w2=sw, sigma_b2=SB, keep=keep, noise="dropout")
     return float(r.q_star), float(r.c_star)
 
 
@@ -154,7 +145,6 @@ def study_linear(run, quick):
     n, depth, reals = (200, 40, 40) if quick else (1000, 200, 100)
     specs = [spec("linear", "linear", 0.5, k, n, depth, reals, seed=1) for k in KEEPS]
     run.plan(specs)
-    core = theory_core()
     print(f"\n## linear (sigma_w2 = 0.5, sigma_b2 = 0.1, N = {n}, L = {depth}, R = {reals})")
     print("keep | max|z| g_aa | layers |z|<2 | max|z| g_ab | recursion vs closed form (max rel) | sim s")
     for s in specs:
@@ -164,20 +154,13 @@ def study_linear(run, quick):
         z = (m - gaa) / e
         mb, eb = mean_sem(d["g_ab"])
         zb = (mb - gab) / eb
-        rec = "n/a (core missing)"
-        if core is not None:
-            t = core[0]("linear", 0.5, SB, s["keep"], depth, noise="dropout", method="exact")
-            rel = max(np.max(np.abs(np.asarray(t.g_aa) / gaa - 1)), np.max(np.abs(np.asarray(t.g_ab) / gab - 1)))
-            rec = f"{rel:.1e}"
+        t = gradient_metrics("linear", 0.5, SB, s["keep"], depth, noise="dropout", method="exact")
+        rec = f"{max(np.max(np.abs(t.g_aa / gaa - 1)), np.max(np.abs(t.g_ab / gab - 1))):.1e}"
         print(f"{s['keep']:.1f} | {np.max(np.abs(z)):.2f} | {np.mean(np.abs(z) < 2):.0%} | "
               f"{np.max(np.abs(zb)):.2f} | {rec} | {d['seconds']:.1f}")
 
 
 def study_nonlinear(run, quick):
-    core = theory_core()
-    if core is None:
-        print("\n## nonlinear: skipped (meanfield.gradient_metrics not available yet)")
-        return
     n, depth, reals = (300, 35, 40) if quick else (2000, 35, 200)
     specs = [spec("nonlinear", a, sw, k, n, depth, reals, seed=2) for a, sw in NONLINEAR for k in KEEPS]
     specs += [spec("nonlinear", a, sw, 0.8, n, depth, reals // 2, gia=True, seed=3) for a, sw in NONLINEAR]
@@ -188,8 +171,8 @@ def study_nonlinear(run, quick):
           "max |sim/GIA-1| | sim mode")
     for s in specs:
         d = run.get(s)
-        t_ex = core[0](s["activation"], s["sigma_w2"], SB, s["keep"], depth, noise="dropout", method="exact")
-        t_gi = core[0](s["activation"], s["sigma_w2"], SB, s["keep"], depth, noise="dropout", method="gia")
+        t_ex = gradient_metrics(s["activation"], s["sigma_w2"], SB, s["keep"], depth, noise="dropout", method="exact")
+        t_gi = gradient_metrics(s["activation"], s["sigma_w2"], SB, s["keep"], depth, noise="dropout", method="gia")
         m, e = mean_sem(d["g_aa"][:, -last:])
         ex = np.asarray(t_ex.g_aa)[-last:]
         gi = np.asarray(t_gi.g_aa)[-last:]
@@ -200,10 +183,6 @@ def study_nonlinear(run, quick):
 
 
 def study_pair(run, quick):
-    core = theory_core()
-    if core is None:
-        print("\n## pair: skipped (meanfield.gradient_metrics not available yet)")
-        return
     widths = (100, 400) if quick else (250, 1000, 4000)
     depth, reals = (30, 40) if quick else (40, 200)
     cases = (("tanh", 1.4), ("relu", 1.0))
@@ -212,8 +191,8 @@ def study_pair(run, quick):
     rng = np.random.default_rng(0)
     print(f"\n## pair metric, keep = 0.8, L = {depth}, R = {reals}")
     for a, sw in cases:
-        t = core[0](a, sw, SB, 0.8, depth, noise="dropout", method="exact")
-        tg = core[0](a, sw, SB, 0.8, depth, noise="dropout", method="gia")
+        t = gradient_metrics(a, sw, SB, 0.8, depth, noise="dropout", method="exact")
+        tg = gradient_metrics(a, sw, SB, 0.8, depth, noise="dropout", method="gia")
         ex, gi = np.asarray(t.g_ab), np.asarray(tg.g_ab)
         print(f"{a} sigma_w2={sw}: chi_1={float(t.chi_1):.4f} chi_2={float(t.chi_2):.4f} chi_q={float(t.chi_q):.4f}")
         print("N | predicted k_x | observed k_x (sd g_ab > |theory|) | max|z| mean g_ab vs exact, k<=k_x |"
@@ -260,7 +239,6 @@ def study_univer(run, quick):
     """Figs. 4-5: exponent of V vs m, simulation (tanh, sampled like the authors) and their data."""
     widths = (100, 300) if quick else (100, 300, 500, 700, 900)
     depth, reals = (60, 40) if quick else (200, 100)
-    have_core = theory_core() is not None
     print("\n## universality: log V vs log m, 95% bootstrap intervals over networks")
     print("source | act | N | keep | metric | exponent [CI] | R^2")
     for act, n, keep in ref.available_univer():
@@ -281,8 +259,6 @@ def study_univer(run, quick):
             f = fit_samples(x, method="bootstrap", n_boot=500)
             print(f"authors | {act} | {n} | {keep} | {m} | {f.exponent:.3f} [{f.exponent_ci[0]:.3f}, "
                   f"{f.exponent_ci[1]:.3f}] | {f.r2:.3f}")
-    if not have_core:
-        return
     for n in widths:
         s = spec("univer", "tanh", 1.4, 0.9, n, depth, reals, seed=5)
         run.plan([s])
@@ -298,7 +274,6 @@ def study_univer(run, quick):
 
 
 def study_reference(run, quick):
-    core = theory_core()
     print("\n## authors' measurements (per-layer means) versus theory")
     print("figure | act | keep | layers | median ref/exact (last 30) | median ref/exact (all > 1e-30) |"
           " fitted ln-slope ref vs exact")
@@ -311,13 +286,10 @@ def study_reference(run, quick):
             st = np.polyfit(np.arange(200)[ok], np.log(t[ok]), 1)[0]
             print(f"Fig2 N={width} | linear | {keep:.1f} | {ok.sum()} | {np.median(r[-30:] / t[-30:]):.3f} | "
                   f"{np.median(r[ok] / t[ok]):.3f} | {sl:.4f} vs {st:.4f}")
-    if core is None:
-        print("Fig. 3: skipped (theory core not available)")
-        return
     for act, sw in (("tanh", 1.4), ("relu", 1.0), ("hard_tanh", 1.4), ("linear", 0.5)):
         for keep in KEEPS:
             try:
-                t = core[0](act, sw, SB, keep, 200, noise="dropout", method="exact")
+                t = gradient_metrics(act, sw, SB, keep, 200, noise="dropout", method="exact")
             except ValueError as exc:
                 print(f"Fig3 | {act} | {keep:.1f} | theory error: {exc}")
                 continue
