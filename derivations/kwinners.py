@@ -18,7 +18,7 @@ import numpy as np
 import sympy as sp
 
 from . import compare, core, module_check, numeric_twin
-from .symbols import E_gauss, f, q, sigma_b2, sigma_w2, tau, z
+from .symbols import E_gauss, f, q, sigma_b2, sigma_w2, tau, solve_unique, z
 
 cached = functools.lru_cache(maxsize=None)
 
@@ -36,8 +36,7 @@ def _in_f(expr):
 @cached
 def threshold() -> sp.Expr:
     """tau(f) = Phi^{-1}(1 - f) = sqrt(2) erfinv(1 - 2 f)."""
-    (sol,) = sp.solve(sp.Eq(1 - (1 + sp.erf(tau / sp.sqrt(2))) / 2, f), tau)
-    return sp.simplify(sol)
+    return solve_unique(1 - (1 + sp.erf(tau / sp.sqrt(2))) / 2, f, tau)
 
 
 @cached
@@ -55,8 +54,7 @@ def q_map() -> sp.Expr:
 @cached
 def forward_critical_sigma_w2() -> sp.Expr:
     """sigma_w2 = 1/G(f): the variance-map slope chi_q = sigma_w2 G(f) equals 1."""
-    (sol,) = sp.solve(sp.Eq(sp.diff(q_map(), q), 1), sigma_w2)
-    return sol
+    return solve_unique(sp.diff(q_map(), q), 1, sigma_w2)
 
 
 @cached

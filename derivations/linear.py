@@ -22,7 +22,7 @@ import sympy as sp
 
 from . import CheckFailed, compare, core, module_check, numeric_twin
 from .symbols import (E_gauss, E_mask, E_pair, c, i, j, k, m, pair_inputs, q, q_ab, rho, sigma_b2,
-                      sigma_w2, z)
+                      sigma_w2, solve_unique, z)
 
 cached = functools.lru_cache(maxsize=None)
 x = sp.Symbol("x", real=True)
@@ -62,15 +62,13 @@ def covariance_map() -> sp.Expr:
 @cached
 def q_star() -> sp.Expr:
     """Fixed point q* of the variance map (finite for sigma_w2 < rho)."""
-    (sol,) = sp.solve(sp.Eq(q_map(), q), q)
-    return sp.simplify(sol)
+    return solve_unique(q_map(), q, q)
 
 
 @cached
 def q_ab_star() -> sp.Expr:
     """Fixed point q*_ab of the covariance map (finite for sigma_w2 < 1; independent of rho)."""
-    (sol,) = sp.solve(sp.Eq(covariance_map(), q_ab), q_ab)
-    return sp.simplify(sol)
+    return solve_unique(covariance_map(), q_ab, q_ab)
 
 
 @cached
@@ -82,8 +80,7 @@ def c_map() -> sp.Expr:
 @cached
 def c_star() -> sp.Expr:
     """Fixed point c* = q*_ab / q* (< 1 for rho < 1)."""
-    (sol,) = sp.solve(sp.Eq(c_map(), c), c)
-    return sp.simplify(sol)
+    return solve_unique(c_map(), c, c)
 
 
 @cached

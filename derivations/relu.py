@@ -23,7 +23,7 @@ import sympy as sp
 from scipy.optimize import brentq
 
 from . import compare, core, module_check, numeric_twin
-from .symbols import E_gauss, E_mask, c, m, q, rho, sigma_b2, sigma_w2, z
+from .symbols import E_gauss, E_mask, c, m, q, rho, sigma_b2, sigma_w2, solve_unique, z
 
 cached = functools.lru_cache(maxsize=None)
 t = sp.Symbol("t", real=True)
@@ -45,8 +45,7 @@ def q_map() -> sp.Expr:
 @cached
 def q_star() -> sp.Expr:
     """Fixed point q* = sigma_b2 / (1 - sigma_w2/(2 rho)) (finite for sigma_w2 < 2 rho)."""
-    (sol,) = sp.solve(sp.Eq(q_map(), q), q)
-    return sp.simplify(sol)
+    return solve_unique(q_map(), q, q)
 
 
 @cached
@@ -64,8 +63,7 @@ def chi_q() -> sp.Expr:
 @cached
 def critical_line() -> sp.Expr:
     """Critical weight variance: the solution sigma_w2 = 2 rho of chi_1 = 1."""
-    (sol,) = sp.solve(sp.Eq(chi_1(), 1), sigma_w2)
-    return sol
+    return solve_unique(chi_1(), 1, sigma_w2)
 
 
 @cached

@@ -145,3 +145,11 @@ def piecewise_equal(a: sp.Expr, b: sp.Expr, solve_for: sp.Symbol) -> bool:
             if sp.simplify(sa - sb) != 0:
                 return False
     return True
+
+
+def solve_unique(lhs, rhs, var) -> sp.Expr:
+    """The single solution of lhs = rhs for var, simplified (ValueError unless exactly one)."""
+    sols = sp.solve(sp.Eq(lhs, rhs), var)
+    if len(sols) != 1:
+        raise ValueError(f"expected one solution for {var}, got {sols}")
+    return sp.simplify(sols[0])
