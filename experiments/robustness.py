@@ -3,6 +3,9 @@
     python -m experiments.robustness [--preset smoke|cpu] [--db results/robustness.sqlite]
         [--data-dir DIR] [--out figures] [--threads 1]
 
+Paths are relative to the working directory; the data folder is resolved by ``experiments.data``
+(``--data-dir``, else ``$MEANFIELD_DATA_DIR``, else ``./data``).
+
 Protocol (Ahmad and Scheinkman 2019, THEORY section 7): train each network on clean MNIST with a
 fixed seed; then replace a fraction eta in {0, 0.05, ..., 0.5} of the pixels of every test image by
 0.7469 (= MNIST mean + 2 std, in [0, 1] pixel units, before normalisation); the pixels are chosen
@@ -17,8 +20,10 @@ Architectures (ReLU unless stated; inputs normalised with mean 0.1307, std 0.308
 Variants: ``dense``; ``dropout`` (nn.Dropout with drop probability ``drop`` = PyTorch's p, i.e.
 keep = 1 - drop, after every hidden activation); ``sparse`` (hidden linear layers wrapped in
 SparseWeights with density ``density`` (conv weights dense, as in the paper's sparse CNN), every
-activation replaced by KWinners with f = ``f_on``; boost strength 1.5 decayed by 0.9 per epoch;
-k raised by 1.5 at inference). Adam, cross-entropy, batch size and epochs from the preset.
+activation replaced by k-winners with f = ``f_on``: ``KWinners2d`` on the conv feature map (a global
+top-k over C x 12 x 12 with one duty cycle per channel, as the paper's reference code) and
+``KWinners`` on the hidden linear layer; boost strength 1.5 decayed by 0.9 per epoch; k raised by
+1.5 at inference, rounded half up). Adam, cross-entropy, batch size and epochs from the preset.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DB = Path("results") / "robustness.sqlite"
+DEFAULT_OUT = Path("figures")
 ETAS = tuple(round(0.05 * i, 2) for i in range(11))
 NOISE_VALUE = 0.7469
 MEAN, STD = 0.1307, 0.3081
@@ -86,24 +92,26 @@ def build_model(arch: str, variant: str, p: Preset):
     """The network for (arch, variant) under preset p (see the module docstring)."""
     from torch import nn
 
-    from experiments.layers import KWinners, SparseWeights
+    from experiments.layers import KWinners, KWinners2d, SparseWeights
 
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
+    boost = dict(boost_strength=1.5, boost_strength_factor=0.9)
 
-    def act(n):
+    def act(n, channels=None):
+        """Activation after n hidden values (a (channels, 12, 12) feature map when channels given)."""
         if variant == "sparse":
-            return [KWinners(n, max(1, round(p.f_on * n)), boost_strength=1.5,
-                             boost_strength_factor=0.9)]
+            k = max(1, round(p.f_on * n))
+            return [KWinners(n, k, **boost) if channels is None else KWinners2d(channels, k, **boost)]
         if variant == "dropout":
             return [nn.ReLU(), nn.Dropout(p=p.drop)]
         return [nn.ReLU()]
 
     def linear(n_in, n_out):
         lin = nn.Linear(n_in, n_out)
-        return SparseWeights(lin, p.density) if variant == "sparse" else lin
+        return SparseWeights(lin, density=p.density) if variant == "sparse" else lin
 
     h = p.hidden
     if arch == "mlp":
@@ -111,7 +119,7 @@ def build_model(arch: str, variant: str, p: Preset):
     else:
         feat = p.channels * 12 * 12
         layers = [nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, p.channels, 5), nn.MaxPool2d(2),
-                  *act(feat), nn.Flatten(), linear(feat, h), *act(h), nn.Linear(h, 10)]
+                  *act(feat, p.channels), nn.Flatten(), linear(feat, h), *act(h), nn.Linear(h, 10)]
     return nn.Sequential(*layers)
 
 
@@ -120,7 +128,7 @@ def train_and_score(arch: str, variant: str, seed: int, p: Preset, ds, noisy_tes
     import torch
     from torch import nn
 
-    from experiments.layers import KWinners, attach_rezero
+    from experiments.layers import attach_rezero, update_boost_strength
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -139,9 +147,7 @@ def train_and_score(arch: str, variant: str, seed: int, p: Preset, ds, noisy_tes
             opt.zero_grad()
             loss_fn(model(x[b]), y[b]).backward()
             opt.step()
-        for m in model.modules():
-            if isinstance(m, KWinners):
-                m.update_boost_strength()
+        update_boost_strength(model)
     seconds = time.perf_counter() - t0
     model.eval()
     y_test = torch.from_numpy(ds.y_test[:p.n_test])
@@ -166,7 +172,7 @@ def run(preset: str = "cpu", db: str | Path | None = None, data_dir=None, thread
         raise ValueError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
     p = PRESETS[preset]
     torch.set_num_threads(threads)
-    db = Path(db) if db is not None else ROOT / "results" / "robustness.sqlite"
+    db = Path(db) if db is not None else DEFAULT_DB
     config = json.dumps(asdict(p), sort_keys=True)
     jobs = [(a, v, s) for s in p.seeds for a in p.archs for v in VARIANTS]  # seed-major: partial runs compare
     with Store(db, "robustness", COLUMNS, KEY) as st:
@@ -251,9 +257,10 @@ def plot(summary: list[dict], path_stem: str | Path) -> list[Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    ap.add_argument("--db", default=str(ROOT / "results" / "robustness.sqlite"))
-    ap.add_argument("--data-dir", default=None, help="folder containing mnist/ (or MEANFIELD_DATA_DIR)")
-    ap.add_argument("--out", default=str(ROOT / "figures"), help="folder for the figure")
+    ap.add_argument("--db", default=str(DEFAULT_DB), help=f"SQLite results (default {DEFAULT_DB})")
+    ap.add_argument("--data-dir", default=None, help="folder containing mnist/ (default: "
+                    "$MEANFIELD_DATA_DIR, else ./data)")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help=f"folder for the figure (default {DEFAULT_OUT})")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     a = ap.parse_args(argv)
     rows = run(a.preset, a.db, a.data_dir, a.threads)

@@ -4,11 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from experiments import robustness as rb  # noqa: E402
-from experiments.layers import KWinners, SparseWeights  # noqa: E402
+from experiments import robustness as rb
+from experiments.layers import KWinners, KWinners2d, SparseWeights
 
 DATA = Path(__file__).parents[1].parent / "shared/data"
 
@@ -42,6 +41,20 @@ def test_models():
             assert (torch.nn.Dropout in kinds) == (variant == "dropout")
     drop = [d for d in rb.build_model("mlp", "dropout", p).modules() if isinstance(d, torch.nn.Dropout)]
     assert all(d.p == p.drop for d in drop)  # PyTorch's p is the drop probability
+    # the sparse CNN keeps one duty cycle per channel on its conv map (nupic's KWinners2d)
+    cnn = rb.build_model("cnn", "sparse", p)
+    (kw2d,) = [m for m in cnn.modules() if isinstance(m, KWinners2d)]
+    feat = p.channels * 12 * 12
+    assert kw2d.channels == p.channels and kw2d.duty_cycle.shape == (p.channels,)
+    assert kw2d.k == round(p.f_on * feat) and float(kw2d.boost_strength) == 1.5
+    (kw,) = [m for m in cnn.modules() if isinstance(m, KWinners)]
+    assert kw.n == p.hidden and kw.k == round(p.f_on * p.hidden)
+    (sw,) = [m for m in cnn.modules() if isinstance(m, SparseWeights)]
+    assert sw.module.in_features == feat and sw.in_degree == round(p.density * feat)
+    cnn.train()
+    z = cnn[:4](torch.rand(3, 784))  # after the conv k-winners: exactly k on per sample
+    assert z.shape == (3, p.channels, 12, 12)
+    assert ((z != 0).flatten(1).sum(dim=1) == kw2d.k).all()
     with pytest.raises(ValueError, match="arch"):
         rb.build_model("rnn", "dense", p)
     with pytest.raises(ValueError, match="variant"):
@@ -65,9 +78,14 @@ def test_summary_and_table():
     assert "572 +- 68 (of 1100)" in table
 
 
-@pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"MNIST not found under {DATA}")
-def test_smoke_run_resumes_and_plots(tmp_path, monkeypatch):
-    db = tmp_path / "rb.sqlite"
+def test_smoke_run_resumes_and_plots(tmp_path, monkeypatch, capsys):
+    # the CLI's defaults live under the working directory; the data folder comes from the env var
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEANFIELD_DATA_DIR", str(DATA))
+    assert rb.main(["--preset", "smoke"]) == 0
+    assert "| cnn | sparse | 1 |" in capsys.readouterr().out
+    db = tmp_path / "results" / "robustness.sqlite"
+    assert db.is_file() and (tmp_path / "figures" / "robustness_smoke.png").is_file()
     rows = rb.run("smoke", db, DATA, progress=False)
     p = rb.PRESETS["smoke"]
     assert len(rows) == len(rb.ARCHS) * len(rb.VARIANTS) * len(p.seeds)
