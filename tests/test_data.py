@@ -1,4 +1,9 @@
-"""Loaders against the shared data (label counts and headers from its README) and error paths."""
+"""Loaders against the shared data (label counts and headers from its README) and error paths.
+
+The shared data must be there (CI has ../shared/data): a missing folder fails these tests.
+CIFAR-10 folder rules: tests/test_data_cifar.py; download, CLI and folder resolution:
+tests/test_data_download.py.
+"""
 import gzip
 import shutil
 from pathlib import Path
@@ -9,16 +14,13 @@ import pytest
 from experiments import data
 from experiments.store import Store
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not (SHARED / "mnist").is_dir(),
-                                  reason=f"shared data not found at {SHARED}")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # From ../shared/data/README.md (independent of the loader).
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-@needs_shared
 def test_mnist_shapes_counts_range():
     d = data.load_mnist(SHARED)
     assert d.name == "mnist"
@@ -32,7 +34,6 @@ def test_mnist_shapes_counts_range():
     assert np.allclose(k, np.round(k), atol=1e-4)
 
 
-@needs_shared
 def test_mnist_dir_may_point_at_mnist_folder_and_env_var(monkeypatch):
     a = data.load_mnist(SHARED / "mnist")
     monkeypatch.setenv("MEANFIELD_DATA_DIR", str(SHARED))
@@ -40,7 +41,6 @@ def test_mnist_dir_may_point_at_mnist_folder_and_env_var(monkeypatch):
     np.testing.assert_array_equal(a.y_test, b.y_test)
 
 
-@needs_shared
 def test_cifar10_subset():
     d = data.load_cifar10(SHARED)
     assert d.x_train.shape == (4000, 3072) and d.x_test.shape == (1000, 3072)
@@ -61,7 +61,6 @@ def test_missing_files_error_names_expected_files(tmp_path):
         data.load_dataset("svhn", tmp_path)
 
 
-@needs_shared
 def test_checksum_mismatch_is_detected(tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
@@ -76,6 +75,33 @@ def test_checksum_mismatch_is_detected(tmp_path):
         f.write(bytes(raw))
     with pytest.raises(ValueError, match="checksum mismatch.*t10k-labels"):
         data.load_mnist(tmp_path)
+    assert data.load_mnist(tmp_path, verify=False).y_test[0] == (7 + 1) % 10  # structure is fine
+
+
+def test_mnist_structure_is_checked_without_checksums(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in data.MNIST_MD5:
+        shutil.copy(SHARED / "mnist" / name, folder / name)
+        (folder / name).chmod(0o644)
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    official = gzip.decompress(labels.read_bytes())
+    assert official[8] == 7  # the first test label
+    cases = [
+        (official[:8] + bytes([10]) + official[9:], r"labels range over 0\.\.10, expected 0\.\.9"),
+        (official[:-1], r"9999 bytes of data, header says shape \(10000,\)"),
+        (official[:4] + (9999).to_bytes(4, "big") + official[8:-1], r"\(9999,\) labels for 10000 images"),
+        (b"\x00\x00\x08\x03" + official[4:], "IDX magic number 2051, expected 2049"),
+    ]
+    for raw, match in cases:
+        labels.write_bytes(gzip.compress(raw))
+        with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: " + match):
+            data.load_mnist(tmp_path, verify=False)
+    labels.write_bytes(gzip.compress(official)[:100])  # a truncated gzip stream
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: not a readable gzip IDX file"):
+        data.load_mnist(tmp_path, verify=False)
+    labels.write_bytes(gzip.compress(official))
+    assert data.load_mnist(tmp_path, verify=False).y_test[0] == 7
 
 
 def test_store_roundtrip_and_idempotence(tmp_path):
