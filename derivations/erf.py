@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import functools
 
+import meanfield
 import numpy as np
 import sympy as sp
 from scipy.optimize import brentq
 
-from . import compare, core, module_check, numeric_twin
+from . import compare, compare_maps_with_core, numeric_twin
 from .symbols import (E_gauss_exp_quadratic, E_mask, c, m, pair_inputs, q, rho, sigma_b2,
                       sigma_w2, z1, z2)
 
@@ -55,7 +56,7 @@ def derivative_kernel(a_scale=A_DEFAULT) -> sp.Expr:
 @cached
 def _kernel_general() -> sp.Expr:
     dk = _derivative_kernel_general()
-    (pref,) = [f for f in sp.Mul.make_args(dk) if not f.has(c)] and [sp.Mul(*[f for f in sp.Mul.make_args(dk) if not f.has(c)])]
+    pref = sp.Mul(*[f for f in sp.Mul.make_args(dk) if not f.has(c)])
     (root,) = [f for f in sp.Mul.make_args(dk) if f.has(c)]
     X = sp.expand(root.base)  # dk = pref * X^(-1/2), X = P^2 - B^2 q_12^2 with q_12 = q c
     P = sp.sqrt(sp.factor(X.subs(c, 0)))
@@ -117,11 +118,14 @@ def chi_q(a_scale=A_DEFAULT) -> sp.Expr:
 
 _P = ("sigma_w2", "sigma_b2", "rho")
 q_map_numeric = numeric_twin(q_map, _P + ("q",))
+covariance_map_numeric = numeric_twin(covariance_map, _P + ("q", "c"))
 c_map_numeric = numeric_twin(c_map, _P + ("q", "c"))
 chi_1_numeric = numeric_twin(chi_1, _P + ("q",))
 chi_c_numeric = numeric_twin(chi_c, _P + ("q", "c"))
 chi_q_numeric = numeric_twin(chi_q, _P + ("q",))
 kernel_numeric = numeric_twin(kernel, ("q", "c"))
+derivative_kernel_numeric = numeric_twin(derivative_kernel, ("q", "c"))
+second_moment_numeric = numeric_twin(second_moment, ("q",))
 
 
 def q_star_numeric(sigma_w2_, sigma_b2_, rho_):
@@ -148,28 +152,57 @@ def random_points(rng: np.random.Generator, n: int = 5):
     return list(zip(rng.uniform(0.5, 4.0, n), rng.uniform(0.01, 0.5, n), rng.uniform(0.5, 0.99, n)))
 
 
-def _check_core(rng) -> float:
-    analyze = core("analyze")
-    err = 0.0
-    for sw, sb, r_ in random_points(rng):
-        res = analyze(activation="erf", sigma_w2=sw, sigma_b2=sb, keep=r_, noise="dropout")
-        qs, cs = q_star_numeric(sw, sb, r_), c_star_numeric(sw, sb, r_)
-        pt = f"erf at {(sw, sb, r_)}"
-        err = max(err, compare(f"q_star {pt}", qs, res.q_star, rtol=1e-8))
-        err = max(err, compare(f"c_star {pt}", cs, res.c_star, rtol=1e-7))
-        err = max(err, compare(f"chi_1 {pt}", chi_1_numeric(sw, sb, r_, qs), res.chi_1, rtol=1e-8))
-        err = max(err, compare(f"chi_q {pt}", chi_q_numeric(sw, sb, r_, qs), res.chi_q, rtol=1e-8))
-        err = max(err, compare(f"chi_c {pt}", chi_c_numeric(sw, sb, r_, qs, cs), res.chi_c, rtol=1e-7))
-    return err
+def _check_kernels(rng) -> dict[str, float]:
+    """Kernel and second moment vs the core's maps at sigma_w2 = 1, sigma_b2 = 0, keep = 1 (which
+    are E[phi(u1) phi(u2)] and E[phi^2]) at random (q, c)."""
+    errs: dict[str, float] = {}
+    qs, cs = rng.uniform(0.05, 3.0, 8), rng.uniform(-1.0, 1.0, 8)
+    unit = dict(activation="erf", sigma_w2=1.0, sigma_b2=0.0, keep=1.0)
+    compare(errs, "kernel", f"at q={qs}, c={cs}", kernel_numeric(qs, cs),
+            meanfield.covariance_map(q=qs, c=cs, **unit), rtol=1e-10)
+    compare(errs, "second_moment", f"at q={qs}", second_moment_numeric(qs), meanfield.q_map(q=qs, **unit),
+            rtol=1e-10)
+    return errs
+
+
+def _check_maps(rng) -> dict[str, float]:
+    """Variance, covariance and correlation maps vs meanfield's at random (q, c)."""
+    errs: dict[str, float] = {}
+    for sw, sb, rho_ in random_points(rng, 3):
+        compare_maps_with_core(
+            errs, rng, "erf", sw, sb, rho_, rtol=1e-10,
+            q_map=("q_map", lambda qq: q_map_numeric(sw, sb, rho_, qq)),
+            covariance_map=("covariance_map", lambda qq, cc: covariance_map_numeric(sw, sb, rho_, qq, cc)),
+            c_map=("c_map", lambda q_star_, cc: c_map_numeric(sw, sb, rho_, q_star_, cc)))
+    return errs
+
+
+def _check_fixed_points(rng) -> dict[str, float]:
+    """Slopes at (q*, c*) vs meanfield.analyze; q*, c* are roots of the derived q_map and c_map.
+
+    E[phi'(u1) phi'(u2)] enters the core through chi_c = sigma_w2 E[phi' phi'](q*, c*) and
+    chi_1 = (sigma_w2 / rho) E[phi' phi'](q*, 1) (THEORY §3, gbar = phi for dropout).
+    """
+    errs: dict[str, float] = {}
+    for sw, sb, rho_ in random_points(rng):
+        res = meanfield.analyze(activation="erf", sigma_w2=sw, sigma_b2=sb, keep=rho_, noise="dropout")
+        qs, cs = q_star_numeric(sw, sb, rho_), c_star_numeric(sw, sb, rho_)
+        where = f"at sigma_w2={sw}, sigma_b2={sb}, rho={rho_}"
+        compare(errs, "q_map", f"(its root q*) {where}", qs, res.q_star, rtol=1e-8)
+        compare(errs, "c_map", f"(its root c*) {where}", cs, res.c_star, rtol=1e-7)
+        compare(errs, "chi_1", where, chi_1_numeric(sw, sb, rho_, qs), res.chi_1, rtol=1e-8)
+        compare(errs, "chi_q", where, chi_q_numeric(sw, sb, rho_, qs), res.chi_q, rtol=1e-8)
+        compare(errs, "chi_c", where, chi_c_numeric(sw, sb, rho_, qs, cs), res.chi_c, rtol=1e-7)
+        compare(errs, "derivative_kernel", f"at (q*, c*) {where}", sw * derivative_kernel_numeric(qs, cs),
+                res.chi_c, rtol=1e-7)
+        compare(errs, "derivative_kernel", f"at (q*, 1) {where}", sw / rho_ * derivative_kernel_numeric(qs, 1.0),
+                res.chi_1, rtol=1e-8)
+    return errs
 
 
 DERIVATIONS = [
-    (derivative_kernel, _check_core), (kernel, _check_core), (second_moment, _check_core),
-    (q_map, _check_core), (covariance_map, _check_core), (c_map, _check_core),
-    (chi_1, _check_core), (chi_c, _check_core), (chi_q, _check_core),
+    (kernel, _check_kernels), (second_moment, _check_kernels),
+    (q_map, _check_maps), (covariance_map, _check_maps), (c_map, _check_maps),
+    (q_map, _check_fixed_points), (c_map, _check_fixed_points), (derivative_kernel, _check_fixed_points),
+    (chi_1, _check_fixed_points), (chi_c, _check_fixed_points), (chi_q, _check_fixed_points),
 ]
-
-
-def check(seed: int = 0) -> dict[str, float]:
-    """Compare the erf derivations with the numeric core (raises CheckFailed / CoreMissing)."""
-    return module_check(DERIVATIONS, seed)

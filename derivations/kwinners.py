@@ -1,7 +1,7 @@
 """k-winners-take-all layers at large width (Ahmad and Scheinkman 2019; THEORY §7).
 
-Assumptions: no boosting (as at initialisation); at large n keeping the k = f n largest
-pre-activations is a threshold at tau sqrt(q) with tau = Phi^{-1}(1 - f), keeping the value itself
+Assumptions: no boosting (as at initialisation); at large width n keeping the f n largest
+pre-activations (f: fraction of winners) is a threshold at tau sqrt(q) with tau = Phi^{-1}(1 - f), keeping the value itself
 (g(z) = z 1(z > tau sqrt(q))); the backward pass is the winner mask, the threshold's dependence on
 the layer being neglected (exact at infinite width). f = 1/2 is ReLU.
 
@@ -16,16 +16,12 @@ import functools
 
 import numpy as np
 import sympy as sp
+from meanfield import kwinners
 
-from . import compare, core, module_check, numeric_twin
+from . import compare, numeric_twin
 from .symbols import E_gauss, f, q, sigma_b2, sigma_w2, tau, solve_unique, z
 
 cached = functools.lru_cache(maxsize=None)
-
-
-def _survival(x):
-    """1 - Phi(x) = erfc(x / sqrt(2)) / 2."""
-    return sp.erfc(x / sp.sqrt(2)) / 2
 
 
 def _in_f(expr):
@@ -77,22 +73,28 @@ tau_numeric = numeric_twin(threshold, ("f",))
 G_numeric = numeric_twin(lambda: _with_tau(G()), ("f",))
 forward_critical_numeric = numeric_twin(lambda: _with_tau(forward_critical_sigma_w2()), ("f",))
 chi_1_numeric = numeric_twin(chi_1, ("f", "sigma_w2"))
+chi_1_at_forward_critical_numeric = numeric_twin(lambda: _with_tau(chi_1_at_forward_critical()), ("f",))
 q_map_numeric = numeric_twin(lambda: _with_tau(q_map()), ("q", "f", "sigma_w2", "sigma_b2"))
 
 
-def _check_core(rng) -> float:
-    kw = core("kwinners")
-    err = 0.0
+def _check_core(rng) -> dict[str, float]:
+    """Every k-winners derivation vs meanfield.kwinners at f = 1/2 (ReLU) and random f, sigma's, q;
+    chi_1 at forward criticality vs the core's chi_1 at the derived (separately checked) sigma_w2."""
+    errs: dict[str, float] = {}
     for ff in np.concatenate([[0.5], rng.uniform(0.01, 0.9, 5)]):
         sw, sb, qq = rng.uniform(0.5, 4.0), rng.uniform(0.0, 0.5), rng.uniform(0.1, 3.0)
-        err = max(err, compare(f"tau({ff})", tau_numeric(ff), kw.tau(ff), rtol=1e-12, atol=1e-14))
-        err = max(err, compare(f"G({ff})", G_numeric(ff), kw.G(ff), rtol=1e-12))
-        err = max(err, compare(f"forward-critical sigma_w2({ff})", forward_critical_numeric(ff),
-                               kw.critical_sigma_w2(ff, "forward"), rtol=1e-12))
-        err = max(err, compare(f"chi_1({ff}, {sw})", chi_1_numeric(ff, sw), kw.chi_1(ff, sw), rtol=1e-12))
-        err = max(err, compare(f"q_map({qq}, {ff}, {sw}, {sb})", q_map_numeric(qq, ff, sw, sb),
-                               kw.q_map(qq, ff, sw, sb), rtol=1e-12))
-    return err
+        where = f"at f={ff}"
+        compare(errs, "threshold", where, tau_numeric(ff), kwinners.tau(ff), rtol=1e-12, atol=1e-14)
+        compare(errs, "G", where, G_numeric(ff), kwinners.G(ff), rtol=1e-12)
+        forward = forward_critical_numeric(ff)
+        # forward criticality means the core's variance-map slope chi_q is 1 there
+        compare(errs, "forward_critical_sigma_w2", where, kwinners.chi_q(ff, forward), 1.0, rtol=1e-12)
+        compare(errs, "chi_1", f"{where}, sigma_w2={sw}", chi_1_numeric(ff, sw), kwinners.chi_1(ff, sw), rtol=1e-12)
+        compare(errs, "chi_1_at_forward_critical", where, chi_1_at_forward_critical_numeric(ff),
+                kwinners.chi_1(ff, forward), rtol=1e-12)
+        compare(errs, "q_map", f"{where}, q={qq}, sigma_w2={sw}, sigma_b2={sb}", q_map_numeric(qq, ff, sw, sb),
+                kwinners.q_map(qq, ff, sw, sb), rtol=1e-12)
+    return errs
 
 
 DERIVATIONS = [
@@ -100,8 +102,3 @@ DERIVATIONS = [
     (forward_critical_sigma_w2, _check_core), (chi_1, _check_core),
     (chi_1_at_forward_critical, _check_core),
 ]
-
-
-def check(seed: int = 0) -> dict[str, float]:
-    """Compare the k-winners derivations with meanfield.kwinners (raises CheckFailed / CoreMissing)."""
-    return module_check(DERIVATIONS, seed)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import functools
 
+import meanfield
 import numpy as np
 import sympy as sp
 
-from . import CheckFailed, compare, core, module_check, numeric_twin
+from . import compare, compare_maps_with_core, numeric_twin
 from .symbols import (E_gauss, E_mask, E_pair, c, i, j, k, m, pair_inputs, q, q_ab, rho, sigma_b2,
                       sigma_w2, solve_unique, z)
 
@@ -204,7 +205,11 @@ def g_ab_huang() -> sp.Expr:
 
 
 _P = ("sigma_w2", "sigma_b2", "rho")
+q_map_numeric = numeric_twin(q_map, _P + ("q",))
+covariance_map_numeric = numeric_twin(covariance_map, _P + ("q_ab",))
+c_map_numeric = numeric_twin(c_map, _P + ("c",))
 q_star_numeric = numeric_twin(q_star, _P)
+q_ab_star_numeric = numeric_twin(q_ab_star, _P)
 c_star_numeric = numeric_twin(c_star, _P)
 chi_1_numeric = numeric_twin(chi_1, _P)
 chi_2_numeric = numeric_twin(chi_2, _P)
@@ -213,6 +218,7 @@ chi_q_numeric = numeric_twin(chi_q, _P)
 xi_q_numeric = numeric_twin(xi_q, _P)
 xi_c_numeric = numeric_twin(xi_c, _P)
 xi_1_numeric = numeric_twin(xi_1, _P)
+a_coefficient_numeric = numeric_twin(a_coefficient, _P + ("k",))
 g_aa_exact_numeric = numeric_twin(g_aa_exact, _P + ("k",))
 g_ab_exact_numeric = numeric_twin(g_ab_exact, _P + ("k",))
 g_aa_gia_numeric = numeric_twin(g_aa_gia, _P + ("k",))
@@ -227,63 +233,73 @@ def random_points(rng: np.random.Generator, n: int = 4):
     return list(zip(sw, sb, rho_))
 
 
-def _check_fixed_points(rng) -> float:
-    analyze = core("analyze")
-    err = 0.0
-    for sw, sb, r_ in random_points(rng):
-        res = analyze(activation="linear", sigma_w2=sw, sigma_b2=sb, keep=r_, noise="dropout")
+def _check_maps(rng) -> dict[str, float]:
+    """Derived variance, covariance and correlation maps vs meanfield's at random (q, c)."""
+    errs: dict[str, float] = {}
+    for sw, sb, rho_ in random_points(rng):
+        compare_maps_with_core(
+            errs, rng, "linear", sw, sb, rho_, rtol=1e-12,
+            q_map=("q_map", lambda qq: q_map_numeric(sw, sb, rho_, qq)),
+            covariance_map=("covariance_map", lambda qq, cc: covariance_map_numeric(sw, sb, rho_, cc * qq)),
+            c_map=("c_map", lambda q_star_, cc: c_map_numeric(sw, sb, rho_, cc)))
+    return errs
+
+
+def _check_fixed_points(rng) -> dict[str, float]:
+    """Fixed points, slopes and depth scales vs meanfield.analyze (q*_ab = c* q* there)."""
+    errs: dict[str, float] = {}
+    for sw, sb, rho_ in random_points(rng):
+        res = meanfield.analyze(activation="linear", sigma_w2=sw, sigma_b2=sb, keep=rho_, noise="dropout")
+        where = f"at sigma_w2={sw}, sigma_b2={sb}, rho={rho_}"
+        compare(errs, "q_ab_star", where, q_ab_star_numeric(sw, sb, rho_), res.c_star * res.q_star, rtol=1e-8)
         for name, twin in [("q_star", q_star_numeric), ("c_star", c_star_numeric),
-                           ("chi_1", chi_1_numeric), ("chi_c", chi_c_numeric),
-                           ("chi_q", chi_q_numeric), ("xi_q", xi_q_numeric),
+                           ("chi_1", chi_1_numeric), ("chi_2", chi_2_numeric),
+                           ("chi_c", chi_c_numeric), ("chi_q", chi_q_numeric), ("xi_q", xi_q_numeric),
                            ("xi_c", xi_c_numeric), ("xi_1", xi_1_numeric)]:
-            err = max(err, compare(f"linear.{name} at {(sw, sb, r_)}", twin(sw, sb, r_),
-                                   getattr(res, name), rtol=1e-8))
-    return err
+            compare(errs, name, where, twin(sw, sb, rho_), getattr(res, name), rtol=1e-8)
+    return errs
 
 
-def _check_gradients(rng) -> float:
-    gm = core("gradient_metrics")
+def _check_gradients(rng) -> dict[str, float]:
+    """Correction coefficient and gradient metrics vs meanfield.gradient_metrics (exact and GIA)."""
     depth = 12
     kk = np.arange(depth, dtype=float)
-    err = 0.0
-    for sw, sb, r_ in random_points(rng, 3):
+    errs: dict[str, float] = {}
+    for sw, sb, rho_ in random_points(rng, 3):
+        where = f"at sigma_w2={sw}, sigma_b2={sb}, rho={rho_}, k=0..{depth - 1}"
         for method, aa, ab in [("exact", g_aa_exact_numeric, g_ab_exact_numeric),
                                ("gia", g_aa_gia_numeric, g_ab_gia_numeric)]:
-            res = gm("linear", sw, sb, r_, depth, noise="dropout", method=method, loss="sum_squares")
-            # core index depth-1-k is layer L-k
-            err = max(err, compare(f"linear g_aa {method} at {(sw, sb, r_)}", aa(sw, sb, r_, kk),
-                                   np.asarray(res.g_aa)[::-1], rtol=1e-8))
-            err = max(err, compare(f"linear g_ab {method} at {(sw, sb, r_)}", ab(sw, sb, r_, kk),
-                                   np.asarray(res.g_ab)[::-1], rtol=1e-8))
-    return err
+            res = meanfield.gradient_metrics("linear", sw, sb, rho_, depth, noise="dropout",
+                                             method=method, loss="sum_squares")
+            # the core's last axis runs from layer 1 to L; reversed, index k is layer L - k
+            compare(errs, f"g_aa_{method}", where, aa(sw, sb, rho_, kk), res.g_aa[::-1], rtol=1e-8)
+            compare(errs, f"g_ab_{method}", where, ab(sw, sb, rho_, kk), res.g_ab[::-1], rtol=1e-8)
+            if method == "exact":
+                compare(errs, "a_coefficient", where, a_coefficient_numeric(sw, sb, rho_, kk), res.a[::-1],
+                        rtol=1e-8)
+    return errs
 
 
-def _check_huang(rng) -> float:
+def _check_huang(rng) -> dict[str, float]:
     """Derived exact metrics vs Huang's closed forms, numerically at random points and k = 0..20."""
     kk = np.arange(21, dtype=float)
-    err = 0.0
-    for sw, sb, r_ in random_points(rng):
-        for derived, ref in [(g_aa_exact_numeric, g_aa_huang), (g_ab_exact_numeric, g_ab_huang)]:
+    errs: dict[str, float] = {}
+    refs = [("g_aa_exact", g_aa_exact_numeric, g_aa_huang), ("g_ab_exact", g_ab_exact_numeric, g_ab_huang)]
+    for sw, sb, rho_ in random_points(rng):
+        for name, derived, ref in refs:
             ref_np = sp.lambdify([sigma_w2, sigma_b2, rho, k], ref(), "numpy")
-            err = max(err, compare(f"{ref.__name__} at {(sw, sb, r_)}", derived(sw, sb, r_, kk),
-                                   ref_np(sw, sb, r_, kk), rtol=1e-12))
-    if not np.isfinite(err):
-        raise CheckFailed("non-finite comparison")
-    return err
+            compare(errs, name, f"vs {ref.__name__} at {(sw, sb, rho_)}", derived(sw, sb, rho_, kk),
+                    ref_np(sw, sb, rho_, kk), rtol=1e-12)
+    return errs
 
 
 DERIVATIONS = [
-    (q_map, _check_fixed_points), (covariance_map, _check_fixed_points),
-    (q_star, _check_fixed_points), (q_ab_star, _check_fixed_points), (c_map, _check_fixed_points),
-    (c_star, _check_fixed_points), (chi_1, _check_fixed_points), (chi_2, _check_fixed_points),
-    (chi_c, _check_fixed_points), (chi_q, _check_fixed_points), (xi_q, _check_fixed_points),
-    (xi_c, _check_fixed_points), (xi_1, _check_fixed_points),
-    (a_coefficient, _check_gradients), (g_aa_exact, _check_huang), (g_ab_exact, _check_huang),
-    (g_aa_exact, _check_gradients), (g_ab_exact, _check_gradients),
+    (q_map, _check_maps), (covariance_map, _check_maps), (c_map, _check_maps),
+    (q_star, _check_fixed_points), (q_ab_star, _check_fixed_points), (c_star, _check_fixed_points),
+    (chi_1, _check_fixed_points), (chi_2, _check_fixed_points), (chi_c, _check_fixed_points),
+    (chi_q, _check_fixed_points), (xi_q, _check_fixed_points), (xi_c, _check_fixed_points),
+    (xi_1, _check_fixed_points),
+    (a_coefficient, _check_gradients), (g_aa_exact, _check_gradients), (g_ab_exact, _check_gradients),
     (g_aa_gia, _check_gradients), (g_ab_gia, _check_gradients),
+    (g_aa_exact, _check_huang), (g_ab_exact, _check_huang),
 ]
-
-
-def check(seed: int = 0) -> dict[str, float]:
-    """Compare every linear derivation with the numeric core (raises CheckFailed / CoreMissing)."""
-    return module_check(DERIVATIONS, seed)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 
+import meanfield
 import numpy as np
 import sympy as sp
+from scipy import stats
 from scipy.optimize import brentq
 
-from . import compare, core, module_check, numeric_twin
+from . import compare, compare_maps_with_core, numeric_twin
 from .symbols import E_gauss, E_mask, c, m, q, rho, sigma_b2, sigma_w2, solve_unique, z
 
 cached = functools.lru_cache(maxsize=None)
@@ -110,18 +112,22 @@ def c_star_equation() -> sp.Eq:
 
 
 _P = ("sigma_w2", "sigma_b2", "rho")
+q_map_numeric = numeric_twin(q_map, _P + ("q",))
+covariance_map_numeric = numeric_twin(covariance_map, _P + ("q", "c"))
 q_star_numeric = numeric_twin(q_star, _P)
 chi_1_numeric = numeric_twin(chi_1, _P)
 chi_q_numeric = numeric_twin(chi_q, _P)
+critical_line_numeric = numeric_twin(critical_line, ("rho",))
 c_map_numeric = numeric_twin(c_map, _P + ("c",))
 chi_c_numeric = numeric_twin(chi_c, _P + ("c",))
 kernel_numeric = numeric_twin(kernel, ("q", "c"))
 orthant_probability_numeric = numeric_twin(orthant_probability, ("c",))
+c_star_residual_numeric = numeric_twin(lambda: c_star_equation().rhs - c_star_equation().lhs, _P + ("c",))
 
 
 def c_star_numeric(sigma_w2_, sigma_b2_, rho_):
-    """Root of c_map(c) - c on [-1, 1] (c_map(-1) > -1 and c_map(1) <= 1 whenever q* is finite)."""
-    fn = lambda cc: c_map_numeric(sigma_w2_, sigma_b2_, rho_, cc) - cc  # noqa: E731
+    """Root of c_star_equation on [-1, 1] (c_map(-1) > -1 and c_map(1) <= 1 whenever q* is finite)."""
+    fn = lambda cc: c_star_residual_numeric(sigma_w2_, sigma_b2_, rho_, cc)  # noqa: E731
     if fn(1.0) >= 0.0:
         return 1.0
     return brentq(fn, -1.0, 1.0, xtol=1e-15, rtol=1e-15)
@@ -133,29 +139,53 @@ def random_points(rng: np.random.Generator, n: int = 5):
     return list(zip(2 * rho_ * rng.uniform(0.1, 0.95, n), rng.uniform(0.01, 0.5, n), rho_))
 
 
-def _check_core(rng) -> float:
-    analyze = core("analyze")
-    err = 0.0
-    for sw, sb, r_ in random_points(rng):
-        res = analyze(activation="relu", sigma_w2=sw, sigma_b2=sb, keep=r_, noise="dropout")
-        cs = c_star_numeric(sw, sb, r_)
-        pt = f"relu at {(sw, sb, r_)}"
-        err = max(err, compare(f"q_star {pt}", q_star_numeric(sw, sb, r_), res.q_star, rtol=1e-9))
-        err = max(err, compare(f"chi_1 {pt}", chi_1_numeric(sw, sb, r_), res.chi_1, rtol=1e-9))
-        err = max(err, compare(f"chi_q {pt}", chi_q_numeric(sw, sb, r_), res.chi_q, rtol=1e-9))
-        err = max(err, compare(f"c_star {pt}", cs, res.c_star, rtol=1e-7))
-        err = max(err, compare(f"chi_c {pt}", chi_c_numeric(sw, sb, r_, cs), res.chi_c, rtol=1e-7))
-    return err
+def _check_kernels(rng) -> dict[str, float]:
+    """Orthant probability vs scipy's bivariate normal CDF, kernel vs the core's covariance map
+    at sigma_w2 = 1, sigma_b2 = 0 (which is E[relu(u1) relu(u2)]), at random (q, c)."""
+    errs: dict[str, float] = {}
+    qs, cs = rng.uniform(0.05, 3.0, 8), rng.uniform(-1.0, 1.0, 8)
+    # P(z1 > 0, u2 > 0) = P(z1 < 0, u2 < 0) = CDF at the origin of N(0, [[1, c], [c, 1]])
+    orthant = [stats.multivariate_normal([0.0, 0.0], [[1.0, cc], [cc, 1.0]]).cdf([0.0, 0.0]) for cc in cs]
+    compare(errs, "orthant_probability", f"at c={cs}", orthant_probability_numeric(cs), orthant, rtol=1e-10)
+    compare(errs, "kernel", f"at q={qs}, c={cs}", kernel_numeric(qs, cs),
+            meanfield.covariance_map(q=qs, c=cs, activation="relu", sigma_w2=1.0, sigma_b2=0.0, keep=1.0),
+            rtol=1e-10)  # the kernel vanishes like (1 + c)^(3/2) at c = -1: cancellation near there
+    return errs
+
+
+def _check_maps(rng) -> dict[str, float]:
+    """Variance, covariance and correlation maps vs meanfield's at random (q, c)."""
+    errs: dict[str, float] = {}
+    for sw, sb, rho_ in random_points(rng, 3):
+        compare_maps_with_core(
+            errs, rng, "relu", sw, sb, rho_, rtol=1e-12,
+            q_map=("q_map", lambda qq: q_map_numeric(sw, sb, rho_, qq)),
+            covariance_map=("covariance_map", lambda qq, cc: covariance_map_numeric(sw, sb, rho_, qq, cc)),
+            c_map=("c_map", lambda q_star_, cc: c_map_numeric(sw, sb, rho_, cc)))
+    return errs
+
+
+def _check_fixed_points(rng) -> dict[str, float]:
+    """q*, c* (root of c_star_equation), the slopes and the critical line vs meanfield."""
+    errs: dict[str, float] = {}
+    for sw, sb, rho_ in random_points(rng):
+        res = meanfield.analyze(activation="relu", sigma_w2=sw, sigma_b2=sb, keep=rho_, noise="dropout")
+        cs = c_star_numeric(sw, sb, rho_)
+        where = f"at sigma_w2={sw}, sigma_b2={sb}, rho={rho_}"
+        compare(errs, "q_star", where, q_star_numeric(sw, sb, rho_), res.q_star, rtol=1e-9)
+        compare(errs, "chi_1", where, chi_1_numeric(sw, sb, rho_), res.chi_1, rtol=1e-9)
+        compare(errs, "chi_q", where, chi_q_numeric(sw, sb, rho_), res.chi_q, rtol=1e-9)
+        compare(errs, "c_star_equation", where, cs, res.c_star, rtol=1e-7)
+        compare(errs, "chi_c", where, chi_c_numeric(sw, sb, rho_, cs), res.chi_c, rtol=1e-7)
+        compare(errs, "critical_line", f"at sigma_b2={sb}, rho={rho_}", critical_line_numeric(rho_),
+                meanfield.critical_sigma_w2("relu", sb, rho_, noise="dropout"), rtol=1e-10)
+    return errs
 
 
 DERIVATIONS = [
-    (q_map, _check_core), (q_star, _check_core), (chi_1, _check_core), (chi_q, _check_core),
-    (critical_line, _check_core), (orthant_probability, _check_core), (kernel, _check_core),
-    (covariance_map, _check_core), (c_map, _check_core), (chi_c, _check_core),
-    (c_star_equation, _check_core),
+    (q_map, _check_maps), (covariance_map, _check_maps), (c_map, _check_maps),
+    (orthant_probability, _check_kernels), (kernel, _check_kernels),
+    (q_star, _check_fixed_points), (chi_1, _check_fixed_points), (chi_q, _check_fixed_points),
+    (critical_line, _check_fixed_points), (chi_c, _check_fixed_points),
+    (c_star_equation, _check_fixed_points),
 ]
-
-
-def check(seed: int = 0) -> dict[str, float]:
-    """Compare the ReLU derivations with the numeric core (raises CheckFailed / CoreMissing)."""
-    return module_check(DERIVATIONS, seed)

@@ -17,12 +17,15 @@ the masks averaged exactly (for n features; the closed form's sum over j is chec
 from __future__ import annotations
 
 import functools
+import itertools
 
+import meanfield
 import numpy as np
 import sympy as sp
+from scipy import integrate
 from scipy.optimize import brentq
 
-from . import CheckFailed, compare, core, module_check, numeric_twin
+from . import CheckFailed, compare, compare_maps_with_core, numeric_twin, record
 from .symbols import E_gauss, E_mask, eta, m, q, r, rho, s, sigma_b2, sigma_w2, z
 
 cached = functools.lru_cache(maxsize=None)
@@ -153,8 +156,12 @@ def glm_penalty_closed_form(n: int = 3) -> sp.Expr:
 
 _P = ("sigma_w2", "sigma_b2", "rho", "s")
 relu_q_map_numeric = numeric_twin(relu_q_map, _P + ("q",))
+fixed_point_w_numeric = numeric_twin(fixed_point_w, ("sigma_w2", "rho", "s"))
 fixed_point_numeric = numeric_twin(fixed_point, ("sigma_w2", "rho", "s"))
+fixed_point_slope_numeric = numeric_twin(fixed_point_slope, ("sigma_w2", "s"))
+stability_condition_numeric = numeric_twin(stability_condition, ("sigma_w2", "s"))
 kappa_numeric = numeric_twin(kappa, ("s",))
+conditional_mean_numeric = numeric_twin(conditional_mean, ("rho", "s", "a"))
 conditional_variance_numeric = numeric_twin(conditional_variance, ("rho", "s", "a"))
 
 
@@ -165,6 +172,20 @@ def relu_chi_1_code() -> sp.Expr:
 
 relu_chi_1_true_numeric = numeric_twin(relu_chi_1, ("sigma_w2", "rho", "s", "q"))
 relu_chi_1_code_numeric = numeric_twin(relu_chi_1_code, ("sigma_w2", "rho", "s", "q"))
+
+GLM_FEATURES = 3
+_GLM_ARGS = ("rho", "s") + tuple(f"beta{j}" for j in range(1, GLM_FEATURES + 1)) + tuple(
+    f"x{j}" for j in range(1, GLM_FEATURES + 1))
+
+
+def _squared_loss(penalty: sp.Expr) -> sp.Expr:
+    """A penalty at squared loss A(eta) = eta^2/2 (A'' = 1), where second order is exact."""
+    return sp.simplify(penalty.subs(A(eta), eta**2 / 2).doit())
+
+
+glm_penalty_squared_numeric = numeric_twin(lambda: _squared_loss(glm_penalty(GLM_FEATURES)), _GLM_ARGS)
+dropout_regulariser_squared_numeric = numeric_twin(
+    lambda: _squared_loss(dropout_regulariser(GLM_FEATURES)), _GLM_ARGS)
 
 
 def relu_q_star_numeric(sigma_w2_, sigma_b2_, rho_, s_):
@@ -178,90 +199,135 @@ def relu_q_star_numeric(sigma_w2_, sigma_b2_, rho_, s_):
     return brentq(fn, 1e-300, hi, xtol=1e-300, rtol=1e-15)
 
 
-def _check_moments(rng) -> float:
-    """Monte Carlo: mean and variance of a~ given a (both signs), 200k masks each; 5 standard errors."""
-    err = 0.0
+def exact_mask_average(loss, x, beta, rho_, s_=None):
+    """E over all 2^n masks of loss(x~ . beta) - loss(x . beta), by enumeration (no expansion).
+
+    Parameters
+    ----------
+    loss : callable
+        Log-partition function A of the GLM, vectorised over numpy arrays.
+    x, beta : ndarray, shape (n,)
+        Positive features and coefficients.
+    rho_ : float
+        Keep probability rho in (0, 1].
+    s_ : float or None
+        Sparseout exponent; None for inverted dropout x~ = x m / rho.
+
+    Returns
+    -------
+    float
+        The exact expected change of the loss caused by the noise.
+    """
+    masks = np.array(list(itertools.product([0.0, 1.0], repeat=len(x))))
+    prob = np.prod(np.where(masks == 1, rho_, 1 - rho_), axis=1)
+    xi_ = masks / rho_ - 1.0
+    tilde = x * masks / rho_ if s_ is None else x + x ** (s_ / 2) * xi_
+    return float(prob @ (loss(tilde @ beta) - loss(x @ beta)))
+
+
+def _check_moments(rng) -> dict[str, float]:
+    """Monte Carlo: mean and variance of a~ given a (both signs), 200k masks each; 5 standard errors.
+
+    The derived moments are for a > 0; for a < 0, E[a~ | a] = -E[a~ | |a|] by symmetry."""
+    errs: dict[str, float] = {}
     for _ in range(3):
         rho_, s_ = rng.uniform(0.5, 0.95), rng.uniform(1.0, 3.0)
         for a_ in (rng.uniform(0.2, 2.0), -rng.uniform(0.2, 2.0)):
             mk = rng.random(200_000) < rho_
-            noise = mk / rho_ - 1.0
-            tilde = a_ + np.sign(a_) * abs(a_) ** (s_ / 2) * noise
+            tilde = a_ + np.sign(a_) * abs(a_) ** (s_ / 2) * (mk / rho_ - 1.0)
+            where = f"at rho={rho_}, s={s_}, a={a_}"
+            mean = np.sign(a_) * conditional_mean_numeric(rho_, s_, abs(a_))
             var = conditional_variance_numeric(rho_, s_, abs(a_))
             se_mean = np.sqrt(var / tilde.size)
-            if abs(tilde.mean() - a_) > 5 * se_mean:
-                raise CheckFailed(f"sparseout mean: MC {tilde.mean()} vs {a_} (5 SE = {5 * se_mean})")
-            # SE of the sample variance of a two-point variable: sqrt((mu4 - var^2)/N)
+            if abs(tilde.mean() - mean) > 5 * se_mean:
+                raise CheckFailed(f"conditional_mean {where}: MC {tilde.mean()} vs {mean} (5 SE = {5 * se_mean})")
+            record(errs, "conditional_mean", abs(tilde.mean() / mean - 1))
+            # SE of the sample variance: sqrt((mu4 - var^2)/N)
             mu4 = np.mean((tilde - a_) ** 4)
             se_var = np.sqrt((mu4 - var**2) / tilde.size)
             if abs(tilde.var() - var) > 5 * se_var:
-                raise CheckFailed(f"sparseout variance: MC {tilde.var()} vs {var} (5 SE = {5 * se_var})")
-            err = max(err, abs(tilde.var() / var - 1))
-    return err
+                raise CheckFailed(f"conditional_variance {where}: MC {tilde.var()} vs {var} (5 SE = {5 * se_var})")
+            record(errs, "conditional_variance", abs(tilde.var() / var - 1))
+    return errs
 
 
-def _check_glm(rng) -> float:
-    """Monte Carlo for squared loss (penalty exact): E[A(x~.beta)] - A(x.beta), A = eta^2/2, 5 SE."""
-    n = 3
-    betas, xs = _betas_xs(n)
-    pen = glm_penalty(n).subs(A(eta), eta**2 / 2).doit()
-    pen_np = sp.lambdify([rho, s, *betas, *xs], sp.simplify(pen), "numpy")
-    err = 0.0
-    for _ in range(3):
-        rho_, s_ = rng.uniform(0.6, 0.95), rng.uniform(1.0, 3.0)
-        b_ = rng.normal(size=n)
-        x_ = rng.uniform(0.2, 2.0, n) * rng.choice([-1, 1], n)
-        mk = rng.random((200_000, n)) < rho_
-        tilde = x_ + np.sign(x_) * np.abs(x_) ** (s_ / 2) * (mk / rho_ - 1.0)
-        sample = 0.5 * (tilde @ b_) ** 2 - 0.5 * (x_ @ b_) ** 2
-        # features enter through |x|, so evaluate the symbolic (x > 0) result at |x| with signed beta
-        expected = pen_np(rho_, s_, *(b_ * np.sign(x_)), *np.abs(x_))
-        se = sample.std() / np.sqrt(sample.size)
-        if abs(sample.mean() - expected) > 5 * se:
-            raise CheckFailed(f"GLM penalty: MC {sample.mean()} vs derived {expected} (5 SE = {5 * se})")
-        err = max(err, abs(sample.mean() / expected - 1))
-    return err
+def _check_kappa(rng) -> dict[str, float]:
+    """kappa_s vs scipy quad of z^s pdf(z) over (0, inf) at tight tolerance."""
+    errs: dict[str, float] = {}
+    for s_ in rng.uniform(0.2, 4.0, 5):
+        ref, _ = integrate.quad(lambda zz: zz**s_ * np.exp(-zz * zz / 2) / np.sqrt(2 * np.pi), 0, np.inf,
+                                epsabs=0, epsrel=1e-13, limit=200)
+        compare(errs, "kappa", f"at s={s_}", kappa_numeric(s_), ref, rtol=1e-11)
+    return errs
 
 
-def _check_core(rng) -> float:
-    analyze = core("analyze")
-    err = 0.0
+def _check_core(rng) -> dict[str, float]:
+    """ReLU variance map at random q, its root q* and chi_1 (true and code backward) vs meanfield."""
+    errs: dict[str, float] = {}
     for _ in range(4):
         sw, sb = rng.uniform(0.3, 1.8), rng.uniform(0.02, 0.5)
         rho_, s_ = rng.uniform(0.6, 0.95), rng.uniform(1.2, 1.9)
+        compare_maps_with_core(errs, rng, "relu", sw, sb, rho_, noise="sparseout", s=s_, rtol=1e-8,
+                               q_map=("relu_q_map", lambda qq: relu_q_map_numeric(sw, sb, rho_, s_, qq)))
         qs = relu_q_star_numeric(sw, sb, rho_, s_)
-        for backward, twin in [("true", relu_chi_1_true_numeric), ("code", relu_chi_1_code_numeric)]:
-            res = analyze(activation="relu", sigma_w2=sw, sigma_b2=sb, keep=rho_, noise="sparseout",
-                          s=s_, backward=backward)
-            pt = f"sparseout relu at sigma_w2={sw}, sigma_b2={sb}, rho={rho_}, s={s_}"
-            err = max(err, compare(f"q_star {pt}", qs, res.q_star, rtol=1e-7))
-            err = max(err, compare(f"chi_1 ({backward}) {pt}", twin(sw, rho_, s_, qs), res.chi_1, rtol=1e-6))
-    return err
+        for name, backward, twin in [("relu_chi_1", "true", relu_chi_1_true_numeric),
+                                     ("relu_chi_1_code", "code", relu_chi_1_code_numeric)]:
+            res = meanfield.analyze(activation="relu", sigma_w2=sw, sigma_b2=sb, keep=rho_, noise="sparseout",
+                                    s=s_, backward=backward)
+            where = f"at sigma_w2={sw}, sigma_b2={sb}, rho={rho_}, s={s_}"
+            compare(errs, "relu_q_map", f"(its root q*) {where}", qs, res.q_star, rtol=1e-7)
+            compare(errs, name, where, twin(sw, rho_, s_, qs), res.chi_1, rtol=1e-6)
+    return errs
 
 
-def _check_fixed_point(rng) -> float:
-    """Closed-form q* (sigma_b2 = 0) vs iterating the derived map in float64 from q = 1."""
-    err = 0.0
-    for _ in range(4):
-        sw, rho_, s_ = rng.uniform(0.3, 1.8), rng.uniform(0.6, 0.95), rng.uniform(0.5, 1.9)
-        qq = 1.0
-        for _ in range(20_000):
-            qn = relu_q_map_numeric(sw, 0.0, rho_, s_, qq)
-            if abs(qn - qq) <= 1e-15 * qq:
-                break
-            qq = qn
-        err = max(err, compare("sparseout q* (sigma_b2 = 0)", fixed_point_numeric(sw, rho_, s_), qq, rtol=1e-10))
-    return err
+def _fixed_point_points(rng, n: int = 4):
+    """(sigma_w2, rho, s) in [0.3, 1.5] x [0.6, 0.95] x [0.5, 1.8] with q* in [1e-3, 1e3].
+
+    Over the whole box q* spans 1e-11 to 1e10; the core solves q* to an absolute tolerance of
+    about 1e-9 (its Newton stop), so q* far below 1e-3 would test the core's tolerance instead.
+    """
+    points = []
+    while len(points) < n:
+        sw, rho_, s_ = rng.uniform(0.3, 1.5), rng.uniform(0.6, 0.95), rng.uniform(0.5, 1.8)
+        if 1e-3 <= fixed_point_numeric(sw, rho_, s_) <= 1e3:
+            points.append((sw, rho_, s_))
+    return points
+
+
+def _check_fixed_point(rng) -> dict[str, float]:
+    """Closed-form q*, w* = q*^(1 - s/2), the map's slope there and its sign (sigma_b2 = 0) vs
+    meanfield.analyze at sigma_b2 = 0 (its q* and chi_q = slope of the variance map at q*)."""
+    errs: dict[str, float] = {}
+    for sw, rho_, s_ in _fixed_point_points(rng):
+        res = meanfield.analyze(activation="relu", sigma_w2=sw, sigma_b2=0.0, keep=rho_, noise="sparseout", s=s_)
+        where = f"at sigma_w2={sw}, sigma_b2=0, rho={rho_}, s={s_}"
+        compare(errs, "fixed_point", where, fixed_point_numeric(sw, rho_, s_), res.q_star, rtol=1e-9)
+        compare(errs, "fixed_point_w", where, fixed_point_w_numeric(sw, rho_, s_), res.q_star ** (1 - s_ / 2),
+                rtol=1e-9)
+        compare(errs, "fixed_point_slope", where, fixed_point_slope_numeric(sw, s_), res.chi_q, rtol=1e-8)
+        compare(errs, "stability_condition", where, stability_condition_numeric(sw, s_), res.chi_q - 1, rtol=1e-7)
+    return errs
+
+
+def _check_glm(rng) -> dict[str, float]:
+    """Squared loss (second order is exact): penalties vs the exact average over all 2^n masks."""
+    errs: dict[str, float] = {}
+    for _ in range(3):
+        rho_, s_ = rng.uniform(0.5, 0.95), rng.uniform(1.0, 3.0)
+        beta = rng.normal(size=GLM_FEATURES)
+        x = rng.uniform(0.2, 2.0, GLM_FEATURES)
+        where = f"at rho={rho_}, s={s_}, beta={beta}, x={x}"
+        for name, twin, s_noise in [("glm_penalty", glm_penalty_squared_numeric, s_),
+                                    ("dropout_regulariser", dropout_regulariser_squared_numeric, None)]:
+            compare(errs, name, where, twin(rho_, s_, *beta, *x),
+                    exact_mask_average(lambda e: e**2 / 2, x, beta, rho_, s_noise), rtol=1e-11)
+    return errs
 
 
 DERIVATIONS = [
-    (conditional_mean, _check_moments), (conditional_variance, _check_moments),
-    (kappa, _check_core), (relu_q_map, _check_core), (fixed_point_w, _check_fixed_point), (fixed_point, _check_fixed_point),
+    (conditional_mean, _check_moments), (conditional_variance, _check_moments), (kappa, _check_kappa),
+    (relu_q_map, _check_core), (relu_chi_1, _check_core), (relu_chi_1_code, _check_core),
+    (fixed_point_w, _check_fixed_point), (fixed_point, _check_fixed_point),
     (fixed_point_slope, _check_fixed_point), (stability_condition, _check_fixed_point),
-    (relu_chi_1, _check_core), (relu_chi_1_code, _check_core), (glm_penalty, _check_glm), (dropout_regulariser, _check_glm),
+    (glm_penalty, _check_glm), (dropout_regulariser, _check_glm),
 ]
-
-
-def check(seed: int = 0) -> dict[str, float]:
-    """Monte Carlo and numeric-core checks of the Sparseout derivations (raises on disagreement)."""
-    return module_check(DERIVATIONS, seed)

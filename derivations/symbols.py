@@ -4,13 +4,19 @@ Symbols (all positive reals unless stated):
 
 - ``sigma_w2``  weight variance sigma_w^2 (fan-in convention, ``W_ij ~ N(0, sigma_w^2 / N)``)
 - ``sigma_b2``  bias variance sigma_b^2
-- ``rho``       keep probability of dropout / Sparseout (rho = 1: no noise); drop = 1 - rho
+- ``rho``       keep probability of dropout / Sparseout (rho = 1: no noise); drop = 1 - rho.
+                The keep probability is always ``rho`` here (numeric arguments ``rho_``), never k or r.
 - ``s``         Sparseout norm exponent (the paper's q; renamed to avoid a clash with the variance q)
 - ``q``         pre-activation variance, ``q_ab`` covariance of two inputs
 - ``c``         correlation of two inputs (real, |c| <= 1)
-- ``k``         number of layers counted from the output: layer ``L - k`` (k = 0 is the output layer)
-- ``f``         k-winners activity fraction k/n, ``tau`` its threshold Phi^{-1}(1 - f) (real)
+- ``k``         number of layers counted from the output: layer ``L - k`` (k = 0 is the output
+                layer), as in THEORY §4 and Huang et al.'s ``g^{L-k}``. This is the only meaning of
+                ``k`` in ``derivations``: it is neither the keep probability (``rho``) nor the
+                k-winners count of winners (written ``f n``).
+- ``f``         k-winners activity fraction (winners / width), ``tau`` its threshold Phi^{-1}(1 - f) (real)
 - ``z, z1, z2`` standard normal integration variables; ``m`` a Bernoulli(rho) mask
+- ``r``         Sparseout's noise ratio p/(1 - p) = (1 - rho)/rho = Var[m/rho] (THEORY §6): an
+                expression in ``rho``, not a keep probability
 
 Expectations are done by sympy itself: ``E_gauss`` integrates against the standard normal density,
 ``E_mask`` averages over the two-point mask distribution exactly.

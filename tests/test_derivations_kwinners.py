@@ -27,7 +27,3 @@ def test_relu_case_and_no_double_criticality():
     fs = np.linspace(0.01, 0.49, 25)
     assert np.all(lam(fs) < 1)
     assert lam(0.5) == pytest.approx(1.0, rel=1e-12)
-
-
-def test_check_against_numeric_core():
-    assert max(K.check(seed=4).values()) < 1e-10

@@ -1,8 +1,6 @@
 """Sparseout: kappa_s vs mpmath, ReLU map and chi_1 vs quad, fixed point / stability identities,
 GLM penalty vs the closed form, the dropout regulariser and exact mask enumeration."""
 
-import itertools
-
 import mpmath
 import numpy as np
 import pytest
@@ -34,14 +32,14 @@ def test_symbolic_forms_of_theory_section_6():
 
 
 def test_relu_map_and_chi_1_vs_quad():
-    sw, sb, r_, s_, qq = 1.2, 0.1, 0.7, 1.5, 0.8
-    rr = (1 - r_) / r_
+    sw, sb, rho_, s_, qq = 1.2, 0.1, 0.7, 1.5, 0.8
+    rr = (1 - rho_) / rho_
     pdf = lambda z: np.exp(-z * z / 2) / np.sqrt(2 * np.pi)  # noqa: E731
     m2, _ = integrate.quad(lambda z: ((np.sqrt(qq) * z) ** 2 + rr * (np.sqrt(qq) * z) ** s_) * pdf(z), 0, np.inf, epsabs=1e-14)
-    assert S.relu_q_map_numeric(sw, sb, r_, s_, qq) == pytest.approx(sw * m2 + sb, rel=1e-10)
+    assert S.relu_q_map_numeric(sw, sb, rho_, s_, qq) == pytest.approx(sw * m2 + sb, rel=1e-10)
     for cs, twin in [(s_ / 2, S.relu_chi_1_true_numeric), (1.0, S.relu_chi_1_code_numeric)]:
         d2, _ = integrate.quad(lambda z: (1 + cs**2 * rr * (np.sqrt(qq) * z) ** (s_ - 2)) * pdf(z), 0, np.inf, epsabs=1e-13, limit=200)
-        assert twin(sw, r_, s_, qq) == pytest.approx(sw * d2, rel=1e-8)
+        assert twin(sw, rho_, s_, qq) == pytest.approx(sw * d2, rel=1e-8)
 
 
 def test_glm_penalty_series_equals_closed_form_and_dropout_at_s2():
@@ -50,34 +48,33 @@ def test_glm_penalty_series_equals_closed_form_and_dropout_at_s2():
     assert sp.simplify(S.glm_penalty(3).subs(s, 2) - S.dropout_regulariser(3)) == 0
 
 
-def _exact_and_penalty(A_fn, A2, x_val, b_val, s_val, rho_val):
-    """E over all 2^n masks of A(x~.beta) - A(x.beta), and the derived penalty at the same point."""
+def _penalty(A2, x_val, b_val, s_val, rho_val):
+    """The derived penalty with A''(x.beta) replaced by its value."""
     betas, xs = S._betas_xs(len(x_val))
-    base = x_val @ b_val
-    exact = 0.0
-    for ms in itertools.product([0, 1], repeat=len(x_val)):
-        ms = np.array(ms)
-        prob = np.prod(np.where(ms == 1, rho_val, 1 - rho_val))
-        exact += prob * (A_fn((x_val + x_val ** (s_val / 2) * (ms / rho_val - 1)) @ b_val) - A_fn(base))
-    pen = S.glm_penalty(len(x_val)).subs(sp.Derivative(S.A(eta), (eta, 2)), A2(base))
-    pen = float(pen.subs({rho: rho_val, s: s_val, **dict(zip(betas, b_val)), **dict(zip(xs, x_val))}))
-    return exact, pen
+    pen = S.glm_penalty(len(x_val)).subs(sp.Derivative(S.A(eta), (eta, 2)), A2(x_val @ b_val))
+    return float(pen.subs({rho: rho_val, s: s_val, **dict(zip(betas, b_val)), **dict(zip(xs, x_val))}))
 
 
 def test_glm_penalty_vs_exact_mask_enumeration():
     """Squared loss: exact (rel 1e-12). Logistic: a second-order approximation, so the relative
     error must be small (< 1e-3 at |beta| ~ 0.1) and shrink faster than linearly in |beta|."""
     x_val, b_val = np.array([0.5, 1.2, 0.8]), np.array([0.7, -0.4, 1.1])
-    exact, pen = _exact_and_penalty(lambda e: e**2 / 2, lambda e: 1.0, x_val, b_val, 1.4, 0.8)
-    assert exact == pytest.approx(pen, rel=1e-12)
+    exact = S.exact_mask_average(lambda e: e**2 / 2, x_val, b_val, 0.8, 1.4)
+    assert exact == pytest.approx(_penalty(lambda e: 1.0, x_val, b_val, 1.4, 0.8), rel=1e-12)
     logistic, a2 = (lambda e: np.log1p(np.exp(e))), (lambda e: np.exp(e) / (1 + np.exp(e)) ** 2)
     errs = []
     for scale in (0.1, 0.05):
-        exact, pen = _exact_and_penalty(logistic, a2, x_val, scale * b_val, 1.4, 0.8)
-        errs.append(abs(exact / pen - 1))
+        exact = S.exact_mask_average(logistic, x_val, scale * b_val, 0.8, 1.4)
+        errs.append(abs(exact / _penalty(a2, x_val, scale * b_val, 1.4, 0.8) - 1))
     assert errs[0] < 1e-3 and errs[1] < 0.5 * errs[0]
 
 
-def test_check_monte_carlo_and_core():
-    errs = S.check(seed=5)
-    assert errs["_check_core"] < 1e-6 and errs["_check_fixed_point"] < 1e-9
+
+def test_exact_mask_average_by_hand():
+    """One feature, two masks: E[A(x~ b)] - A(x b) written out (dropout and Sparseout s = 1)."""
+    A = lambda e: e**2 / 2  # noqa: E731
+    x, b, rho_ = 1.5, 0.8, 0.7
+    dropout = rho_ * A(x / rho_ * b) + (1 - rho_) * A(0.0) - A(x * b)
+    sparse = rho_ * A((x + x**0.5 * (1 / rho_ - 1)) * b) + (1 - rho_) * A((x - x**0.5) * b) - A(x * b)
+    assert S.exact_mask_average(A, np.array([x]), np.array([b]), rho_) == pytest.approx(dropout, rel=1e-14)
+    assert S.exact_mask_average(A, np.array([x]), np.array([b]), rho_, 1.0) == pytest.approx(sparse, rel=1e-14)
