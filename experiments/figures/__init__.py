@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache import DEFAULT_DIR as DEFAULT_CACHE
 from .cache import Cache
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE = ROOT / "figures" / "cache"
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout; outputs never go here
+DEFAULT_OUT = Path("figures")  # relative to the working directory (also DEFAULT_CACHE)
 
 
 @dataclass
@@ -83,7 +84,7 @@ def render(name: str, ctx: Context, out) -> Rendered:
     return Rendered(name, paths, data, fig, time.perf_counter() - t)
 
 
-def render_all(names=None, *, quick=False, out="figures", cache_dir=None, progress=True) -> dict:
+def render_all(names=None, *, quick=False, out=DEFAULT_OUT, cache_dir=None, progress=True) -> dict:
     """Render the named figures (default: all); returns ``{name: Rendered}``."""
     names = list(FIGURES) if not names else list(names)
     bad = [n for n in names if n not in FIGURES]

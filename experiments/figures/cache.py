@@ -5,13 +5,18 @@ exact parameters (JSON, sorted keys) and ``VERSION``. Re-rendering loads the fil
 changed parameter changes only the hashes of the inputs it enters, so only those are recomputed.
 Files are written to a temporary name and renamed, so an interrupted run never leaves a truncated
 entry and resumes with the inputs it had finished. The parameters are stored inside each file
-(``__params__``) for inspection.
+(``__params__``) and checked on reading. An entry damaged from outside (not a zip, truncated, a bad
+member, parameters that are not its own) is reported in a warning naming the file, deleted and
+recomputed; it never ends the run. ``DEFAULT_DIR`` is relative to the working directory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -51,10 +56,10 @@ class Cache:
 
     def get(self, kind: str, params: dict, compute: Callable[[], dict]) -> dict:
         p = self.path(kind, params)
-        if p.is_file():
+        cached = self._load(p, params) if p.is_file() else None
+        if cached is not None:
             self.hits += 1
-            with np.load(p, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files if k != "__params__"}
+            return cached
         self.misses += 1
         data = {k: np.asarray(v) for k, v in compute().items()}
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +67,23 @@ class Cache:
         np.savez(tmp, __params__=np.array(_canonical(params)), **data)
         os.replace(tmp, p)
         return data
+
+    @staticmethod
+    def _load(p: Path, params: dict) -> dict | None:
+        """The arrays of entry ``p``; None (after a warning naming it, and deleting it) if damaged."""
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                stored = str(z["__params__"])
+                data = {k: z[k] for k in z.files if k != "__params__"}
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+            problem = f"unreadable ({type(e).__name__}: {e})"
+        else:
+            if stored == _canonical(params):
+                return data
+            problem = f"stored with other parameters ({stored[:80]!r})"
+        warnings.warn(f"figure cache entry {p} is {problem}; deleting it and recomputing", stacklevel=3)
+        p.unlink(missing_ok=True)
+        return None
 
     def sqlite_path(self, kind: str, params: dict) -> Path:
         """A per-parameter-set SQLite file (for resumable stores such as training sweeps)."""
