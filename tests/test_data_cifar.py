@@ -155,7 +155,8 @@ def test_official_layout_needs_every_batch_and_ignores_others(tmp_path, monkeypa
     expect = [pickle.loads(_batch(3, i), encoding="bytes")[b"labels"] for i in range(5)]
     assert d.y_train.tolist() == sum(expect, [])  # batches 1..5 in order
     (folder / "data_batch_5").unlink()
-    with pytest.raises(FileNotFoundError, match=r"incomplete official CIFAR-10 batches: missing \['data_batch_5'\]"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"incomplete official CIFAR-10 batches: missing \['data_batch_5'\]"):
         data.load_cifar10(tmp_path)
 
 

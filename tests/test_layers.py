@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.layers import KWinners, SparseWeights, Sparseout, attach_rezero
+from experiments.layers import KWinners, Sparseout, SparseWeights, attach_rezero
 
 torch.set_num_threads(1)
 
