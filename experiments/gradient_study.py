@@ -38,9 +38,9 @@ if str(ROOT) not in sys.path:
 
 from experiments.store import Store  # noqa: E402
 from meanfield import analyze  # noqa: E402
-from meanfield.gradients import gradient_metrics  # noqa: E402
-from meanfield import reference as ref  # noqa: E402
-from meanfield.universality import fit_samples  # noqa: E402
+from meanfield import gradient_metrics  # noqa: E402
+from experiments import reference as ref  # noqa: E402
+from experiments.universality import fit_samples  # noqa: E402
 
 KEEPS = (0.6, 0.7, 0.8, 0.9, 1.0)
 NONLINEAR = (("tanh", 1.4), ("relu", 1.0), ("hard_tanh", 1.4), ("erf", 1.4))
@@ -194,7 +194,7 @@ def study_pair(run, quick):
         t = gradient_metrics(a, sw, SB, 0.8, depth, noise="dropout", method="exact")
         tg = gradient_metrics(a, sw, SB, 0.8, depth, noise="dropout", method="gia")
         ex, gi = np.asarray(t.g_ab), np.asarray(tg.g_ab)
-        print(f"{a} sigma_w2={sw}: chi_1={float(t.chi_1):.4f} chi_2={float(t.chi_2):.4f} chi_q={float(t.chi_q):.4f}")
+        print(f"{a} sigma_w2={sw}: chi_1={float(t.chi_1):.4f} chi_c={float(t.chi_c):.4f} chi_q={float(t.chi_q):.4f}")
         print("N | predicted k_x | observed k_x (sd g_ab > |theory|) | max|z| mean g_ab vs exact, k<=k_x |"
               " same vs GIA | floor sd(g_ab)/mean(g_aa) (median over the window)")
         # one layer window for every N, beyond twice the largest predicted crossover

@@ -108,7 +108,7 @@ def mean_field_trajectory(f, sigma_w2, sigma_b2, depth, q1, c1):
     q, c, out = q1, c1, []
     for _ in range(depth):
         out.append((q, c))
-        qab = kw.cov_map(q, q, c, f, sigma_w2, sigma_b2)
+        qab = kw.covariance_map(q, c, f, sigma_w2, sigma_b2)
         q = kw.q_map(q, f, sigma_w2, sigma_b2)
         c = min(1.0, qab / q)
     return np.array(out)

@@ -1,4 +1,4 @@
-"""Gradient statistics of deep noisy networks at infinite width: GIA and the exact recursion (THEORY §4).
+"""Gradient statistics of deep noisy networks at infinite width: GIA and the exact recursion.
 
 Setting (Huang et al. 2019): width N, L layers at the fixed point (q*, c*), layer l computes
 z^l = W^l x~^{l-1} + b^l with x~ = g(z, xi) (noise on every hidden layer, independent masks per
@@ -12,11 +12,13 @@ GIA: qt^{l-1} = chi_1 qt^l, qt_ab^{l-1} = chi_2 qt_ab^l. Exact (sum-of-squares l
 outputs): W^{l T} delta^l = Zhat_l + a_l x~^{l-1} (Yang's transpose rule), a_L = 2 sigma_w^2
 E[phi'^2 + phi phi''], a_l = a_{l+1} chi_q, and
 
-    qt^{l-1}    = chi_1 qt^l    + a_l^2 E[g'^2 g^2]
-    qt_ab^{l-1} = chi_2 qt_ab^l + a_l^2 E[(g'g)bar(u1) (g'g)bar(u2)].
+    qt^{l-1}    = chi_1 qt^l    + a_l^2 S_1,   S_1 = E[g'^2 h^2]
+    qt_ab^{l-1} = chi_c qt_ab^l + a_l^2 S_2,   S_2 = E[(g'h)bar(u1) (g'h)bar(u2)],
 
-With a readout loss (a fixed number of outputs through their own weights) the correction vanishes
-and GIA is exact at infinite width.
+where h is the vector the transpose correction multiplies (h = g for unit noise) and the noise
+layer supplies S_1, S_2 and the transpose gain gamma (a_L carries gamma; 1 for unit noise). With a
+readout loss (a fixed number of outputs through their own weights) the correction vanishes and GIA
+is exact at infinite width. docs/THEORY.md §4.
 """
 from __future__ import annotations
 
@@ -24,8 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .maps import analyze_params, params
-from .noise import act_moment, act_pair, backprop_pair, backprop_single, pair_moments, second_moment
+from . import kernels
+from .depth_scales import analyze_params
+from .maps import params
+from .noise import NoiseLayer
+from .validation import choice, integer
+
+__all__ = ["METHODS", "LOSSES", "GradientMetrics", "gradient_metrics"]
 
 METHODS = ("exact", "gia")
 LOSSES = ("sum_squares", "readout")
@@ -42,21 +49,30 @@ class GradientMetrics:
     """
 
     activation: str
-    noise: str
+    noise: NoiseLayer
     method: str
     loss: str
     depth: int
-    keep: np.ndarray
     q_star: np.ndarray
     c_star: np.ndarray
     chi_1: np.ndarray
-    chi_2: np.ndarray
+    chi_c: np.ndarray
     chi_q: np.ndarray
     qt_aa: np.ndarray
     qt_ab: np.ndarray
     a: np.ndarray
     g_aa: np.ndarray
     g_ab: np.ndarray
+
+    @property
+    def keep(self):
+        """Keep probability rho of the noise layer (1 for layers that drop nothing)."""
+        return np.broadcast_to(np.asarray(getattr(self.noise, "keep", 1.0), float), self.q_star.shape)
+
+    @property
+    def chi_2(self):
+        """Alias of chi_c (Huang et al.'s name)."""
+        return self.chi_c
 
     @property
     def layers(self):
@@ -71,7 +87,7 @@ class GradientMetrics:
     @property
     def decay_pair(self):
         """Asymptotic per-layer decay of the mean g_ab: max(chi_2, chi_q^2) (GIA: chi_2)."""
-        return np.maximum(self.chi_2, self.chi_q ** 2) if self.method == "exact" else self.chi_2
+        return np.maximum(self.chi_c, self.chi_q ** 2) if self.method == "exact" else self.chi_c
 
     def crossover_depth(self, width):
         """Layers from the output at which the mean pair metric sinks below its finite-width floor.
@@ -91,37 +107,59 @@ class GradientMetrics:
 
 
 def gradient_metrics(activation, sigma_w2, sigma_b2, keep=None, depth=50, *, noise="dropout",
-                     s=2.0, backward="true", drop=None, method="exact", loss="sum_squares"):
+                     drop=None, method="exact", loss="sum_squares", **noise_params):
     """Per-layer g_aa and g_ab at the fixed point, by the exact recursion or under GIA.
 
-    Parameters broadcast (shape S); the result's per-layer arrays have shape S + (depth,).
+    Parameters
+    ----------
+    activation, sigma_w2, sigma_b2, keep, drop, noise, **noise_params
+        The layer (:func:`meanfield.maps.params`); numeric parameters broadcast to shape S.
+    depth : int
+        Number of layers L >= 1.
+    method : {"exact", "gia"}
+        The exact infinite-width recursion without the gradient-independence assumption, or GIA.
+    loss : {"sum_squares", "readout"}
+        E = sum_i phi(z^L_i)^2 on all N outputs, or one readout y = v.x~^L with its own weights
+        (per output; multiply by n_outputs / width for a network of that width).
+
+    Returns
+    -------
+    GradientMetrics
+        Per-layer arrays of shape S + (depth,), index 0 = layer 1 (input side).
+
+    Raises
+    ------
+    ValueError
+        For invalid arguments; NoFixedPointError where q* is not finite.
+
+    References
+    ----------
+    Huang et al. 2019 §4 (linear closed forms, eqs. 14-15); docs/THEORY.md §4.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    p = params(activation, sigma_w2, sigma_b2, keep, noise=noise, s=s, backward=backward, drop=drop)
+    choice("method", method, METHODS)
+    choice("loss", loss, LOSSES)
+    depth = integer("depth", depth, 1)
+    p = params(activation, sigma_w2, sigma_b2, keep, noise=noise, drop=drop, **noise_params)
     mf = analyze_params(p)
-    act, nz, sw, k = p.act, p.noise, p.sigma_w2, p.keep
+    act, nz, sw = p.act, p.noise, p.sigma_w2
     q, c = mf.q_star, mf.c_star
-    chi1, chi2, chiq = mf.chi_1, mf.chi_c, mf.chi_q
-    m2 = second_moment(act, nz, q, k)  # |x~|^2 / N
-    K = pair_moments(act, q, c, ("K",))[0]  # x~_a . x~_b / N
+    chi1, chic, chiq = mf.chi_1, mf.chi_c, mf.chi_q
+    m2 = nz.second_moment(act, q)  # |x~|^2 / N (mean squared weight gradient per |delta|^2/N)
+    K = nz.pair_moments(act, q, c, ("K",))[0]  # x~_a . x~_b / N
 
     if loss == "sum_squares":
-        qt_top = 4 * act_moment(act, "PD", q)  # E[(2 phi phi')^2], no noise on the output
-        qtab_top = 4 * act_pair(act, ("PK",), q, c)[0]
-        a_top = 2 * sw * act_moment(act, "dA2", q)
+        pd, da2 = kernels.moments(act, ("PD", "dA2"), q)
+        qt_top = 4 * pd  # E[(2 phi phi')^2], no noise on the output
+        qtab_top = 4 * kernels.pair(act, ("PK",), q, c)[0]
+        a_top = 2 * sw * nz.transpose_gain() * da2
     else:  # one readout y = v.x~^L of the noisy last layer, v ~ N(0, sigma_w^2/N): delta^L = g' 2 y v
         qt_top = chi1 * 4 * sw * m2
-        qtab_top = chi2 * 4 * sw * K
+        qtab_top = chic * 4 * sw * K
         a_top = np.zeros_like(q)
     exact = method == "exact" and loss == "sum_squares"
     if exact:
-        b1 = backprop_single(act, nz, q, k)
-        b2 = backprop_pair(act, nz, q, c, k)
+        b1 = nz.backprop_source_single(act, q)
+        b2 = nz.backprop_source_pair(act, q, c)
 
     qt_aa = np.empty(q.shape + (depth,))
     qt_ab = np.empty_like(qt_aa)
@@ -131,17 +169,11 @@ def gradient_metrics(activation, sigma_w2, sigma_b2, keep=None, depth=50, *, noi
         a[..., -1] = a_top
     for i in range(depth - 1, 0, -1):  # layer l = i + 1 feeds layer l - 1 = i
         qt_aa[..., i - 1] = chi1 * qt_aa[..., i]
-        qt_ab[..., i - 1] = chi2 * qt_ab[..., i]
+        qt_ab[..., i - 1] = chic * qt_ab[..., i]
         if exact:
             qt_aa[..., i - 1] += a[..., i] ** 2 * b1
             qt_ab[..., i - 1] += a[..., i] ** 2 * b2
             a[..., i - 1] = a[..., i] * chiq
     return GradientMetrics(
-        act.name, nz.kind, method, loss, depth, k, q, c, chi1, chi2, chiq, qt_aa, qt_ab, a,
+        act.name, nz, method, loss, depth, q, c, chi1, chic, chiq, qt_aa, qt_ab, a,
         qt_aa * m2[..., None], qt_ab * K[..., None])
-
-
-if __name__ == "__main__":
-    from .gradients_cli import main
-
-    raise SystemExit(main())

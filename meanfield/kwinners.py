@@ -1,4 +1,9 @@
-"""Mean field of k-winners-take-all (k-WTA) layers and sparse weights (THEORY section 7).
+"""Mean field of k-winners-take-all (k-WTA) layers and sparse weights (docs/THEORY.md §7).
+
+The API mirrors the core's: ``q_map(q, f, ...)``, ``covariance_map(q, c, f, ...)``,
+``c_map(q, c, f, ...)``, ``q_star``, ``c_star``, ``chi_1``, ``chi_c``, ``chi_q``,
+``critical_sigma_w2`` (chi_1 = 1, as in :func:`meanfield.critical_sigma_w2`) and ``analyze``,
+with the winner fraction f = k/n in the place of the activation.
 
 Layer and conventions
 ---------------------
@@ -46,29 +51,14 @@ from scipy.optimize import brentq
 from scipy.special import ndtr, ndtri, owens_t
 
 __all__ = [
-    "KWinnersResult",
-    "NoFixedPointError",
-    "tau",
-    "G",
-    "M",
-    "dM_dc",
-    "q_map",
-    "cov_map",
-    "c_map",
-    "q_star",
-    "c_star",
-    "chi_1",
-    "chi_c",
-    "chi_q",
-    "xi_1",
-    "xi_c",
-    "xi_q",
-    "critical_sigma_w2",
-    "effective_sigma_w2",
-    "analyze_kwinners",
+    "KWinnersResult", "tau", "G", "M", "dM_dc", "q_map", "covariance_map", "c_map", "q_star",
+    "c_star", "chi_1", "chi_c", "chi_q", "xi_1", "xi_c", "xi_q", "critical_sigma_w2",
+    "forward_critical_sigma_w2", "effective_sigma_w2", "analyze",
 ]
 
-from .maps import NoFixedPointError, checked
+from .depth_scales import depth_scale, gradient_depth_scale
+from .fixed_points import NoFixedPointError
+from .validation import checked
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 
@@ -81,11 +71,11 @@ def _f(f):
 
 
 def _sw2(sigma_w2):
-    return checked("sigma_w2", sigma_w2, "be > 0", lambda a: a > 0)
+    return checked("sigma_w2 (weight variance)", sigma_w2, "be > 0", lambda a: a > 0)
 
 
 def _sb2(sigma_b2):
-    return checked("sigma_b2", sigma_b2, "be >= 0", lambda a: a >= 0)
+    return checked("sigma_b2 (bias variance)", sigma_b2, "be >= 0", lambda a: a >= 0)
 
 
 def _q(q, name="q"):
@@ -167,13 +157,16 @@ def q_map(q, f, sigma_w2, sigma_b2=0.0):
     return _sw2(sigma_w2) * G(f) * _q(q) + _sb2(sigma_b2)
 
 
-def cov_map(q_a, q_b, c, f, sigma_w2, sigma_b2=0.0):
-    """Covariance map q_ab' = sigma_w^2 sqrt(q_a q_b) M(c, tau(f)) + sigma_b^2 (per-input thresholds)."""
-    return (_sw2(sigma_w2) * np.sqrt(_q(q_a, "q_a") * _q(q_b, "q_b")) * M(c, tau(f))
-            + _sb2(sigma_b2))
+def covariance_map(q, c, f, sigma_w2, sigma_b2=0.0, q_b=None):
+    """Covariance map q_ab' = sigma_w^2 sqrt(q q_b) M(c, tau(f)) + sigma_b^2 (per-input thresholds).
+
+    ``q_b`` is the second input's variance (default: equal to ``q``).
+    """
+    q_b = q if q_b is None else q_b
+    return (_sw2(sigma_w2) * np.sqrt(_q(q) * _q(q_b, "q_b")) * M(c, tau(f)) + _sb2(sigma_b2))
 
 
-def c_map(c, f, sigma_w2, sigma_b2=0.0, q=None):
+def c_map(q, c, f, sigma_w2, sigma_b2=0.0):
     """Correlation map c' = q_ab' / q' for two inputs of equal variance q.
 
     q=None means q = q* (for sigma_b2 = 0 the map does not depend on q at all):
@@ -274,36 +267,34 @@ def chi_c(f, sigma_w2, sigma_b2):
     return out[()] if np.ndim(out) == 0 else out
 
 
-def _depth(chi, sign):
-    chi = np.asarray(chi, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        lg = np.log(chi)
-        out = np.where(lg == 0, np.inf, 1.0 / np.abs(lg) if sign == 0 else -1.0 / lg)
-    return out[()] if out.ndim == 0 else out
+def _scalar(a):
+    a = np.asarray(a, dtype=np.float64)
+    return a[()] if a.ndim == 0 else a
 
 
 def xi_1(f, sigma_w2):
     """Gradient depth scale xi_1 = 1/|ln chi_1| (the sign of ln chi_1 says vanishing or exploding)."""
-    return _depth(chi_1(f, sigma_w2), 0)
+    return _scalar(gradient_depth_scale(chi_1(f, sigma_w2)))
 
 
 def xi_q(f, sigma_w2):
     """Variance depth scale xi_q = -1/ln chi_q (finite positive where q* exists)."""
-    return _depth(chi_q(f, sigma_w2), -1)
+    return _scalar(depth_scale(chi_q(f, sigma_w2)))
 
 
 def xi_c(f, sigma_w2, sigma_b2):
     """Correlation depth scale xi_c = -1/ln chi_c at c*."""
-    return _depth(chi_c(f, sigma_w2, sigma_b2), -1)
+    return _scalar(depth_scale(chi_c(f, sigma_w2, sigma_b2)))
 
 
-def critical_sigma_w2(f, which="forward"):
-    """Critical weight variance: forward 1/G(f) (q-map slope 1), backward 1/f (chi_1 = 1)."""
-    if which == "forward":
-        return 1.0 / G(f)
-    if which == "backward":
-        return 1.0 / _f(f)
-    raise ValueError(f"which must be 'forward' or 'backward'; got {which!r}")
+def critical_sigma_w2(f):
+    """sigma_w^2 on the critical line chi_1 = 1: 1/f (as :func:`meanfield.critical_sigma_w2`)."""
+    return 1.0 / _f(f)
+
+
+def forward_critical_sigma_w2(f):
+    """sigma_w^2 where the variance map has slope 1 (chi_q = 1): 1/G(f)."""
+    return 1.0 / G(f)
 
 
 def effective_sigma_w2(density, fan_in, weight_var):
@@ -346,11 +337,23 @@ class KWinnersResult:
     xi_c: np.ndarray
     xi_q: np.ndarray
     sigma_w2_forward_critical: np.ndarray
-    sigma_w2_backward_critical: np.ndarray
+    sigma_w2_critical: np.ndarray
 
 
-def analyze_kwinners(f, sigma_w2, sigma_b2=0.05):
-    """All k-WTA mean-field quantities at once; NoFixedPointError where q* is not finite."""
+def analyze(f, sigma_w2, sigma_b2=0.05):
+    """All k-WTA mean-field quantities at once; NoFixedPointError where q* is not finite.
+
+    Parameters
+    ----------
+    f : array_like
+        Fraction of winners k/n in (0, 1).
+    sigma_w2, sigma_b2 : array_like
+        Weight variance > 0 and bias variance >= 0 (broadcast with f).
+
+    Returns
+    -------
+    KWinnersResult
+    """
     f, sw2, sb2 = np.broadcast_arrays(_f(f), _sw2(sigma_w2), _sb2(sigma_b2))
     qs = q_star(f, sw2, sb2)
     cs = c_star(f, sw2, sb2)
@@ -358,7 +361,7 @@ def analyze_kwinners(f, sigma_w2, sigma_b2=0.05):
     return KWinnersResult(
         f=f, sigma_w2=sw2, sigma_b2=sb2, tau=tau(f), G=G(f), q_star=np.asarray(qs),
         c_star=np.asarray(cs), chi_1=chi_1(f, sw2), chi_c=np.asarray(cc), chi_q=chi_q(f, sw2),
-        xi_1=xi_1(f, sw2), xi_c=_depth(cc, -1), xi_q=xi_q(f, sw2),
-        sigma_w2_forward_critical=critical_sigma_w2(f, "forward"),
-        sigma_w2_backward_critical=critical_sigma_w2(f, "backward"),
+        xi_1=xi_1(f, sw2), xi_c=_scalar(depth_scale(cc)), xi_q=xi_q(f, sw2),
+        sigma_w2_forward_critical=forward_critical_sigma_w2(f),
+        sigma_w2_critical=critical_sigma_w2(f),
     )

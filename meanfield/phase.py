@@ -1,38 +1,65 @@
-"""The critical line chi_1 = 1 and (sigma_w^2, sigma_b^2) phase diagrams."""
+"""The critical line chi_1 = 1 and (sigma_w^2, sigma_b^2) phase diagrams (docs/THEORY.md §3)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
 from numpy.polynomial.chebyshev import chebvander
 
-from .maps import MeanFieldResult, _q_star, analyze_params, params
+from . import kernels
+from .depth_scales import MeanFieldResult, analyze_params
+from .fixed_points import solve_q_star
 from .gauss import RTOL
-from .noise import Q_MIN, act_moment, act_pair, deriv_second_moment
+from .kernels import Q_MIN
+from .maps import params
+from .noise import make_noise
+
+__all__ = ["critical_sigma_w2", "PairTable", "PhaseDiagram", "phase_diagram"]
 
 SIGMA_W2_MAX = 1e6
 
 
-def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", s=2.0, backward="true",
-                      drop=None, tol=1e-13):
-    """sigma_w^2 on the critical line chi_1(sigma_w^2) = 1 for given sigma_b^2 and keep (vectorised).
+def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", drop=None, tol=1e-13,
+                      **noise_params):
+    """sigma_w^2 on the critical line chi_1(sigma_w^2) = 1 for given sigma_b^2 and noise (vectorised).
 
     chi_1 increases with sigma_w^2; the root of ln chi_1 in ln sigma_w^2 is bracketed and found by
     the Illinois variant of regula falsi (superlinear, never leaves the bracket). Where the variance
     map diverges first (ReLU: sigma_w^2 >= 2 keep) the divergence point is the critical line, found
     by bisection.
+
+    Parameters
+    ----------
+    activation : str or Activation
+    sigma_b2 : array_like
+        Bias variance >= 0; broadcasts with the noise parameters.
+    keep, drop, noise, **noise_params
+        The noise layer, as in :func:`meanfield.maps.params`.
+    tol : float
+        Absolute tolerance in ln sigma_w^2.
+
+    Returns
+    -------
+    ndarray
+        sigma_w^2 with chi_1 = 1, shaped like the broadcast parameters.
+
+    Raises
+    ------
+    ValueError
+        If chi_1 stays above 1 as sigma_w^2 -> 0 or below 1 up to sigma_w^2 = 1e6.
     """
-    p = params(activation, 1.0, sigma_b2, keep, noise=noise, s=s, backward=backward, drop=drop)
+    p = params(activation, 1.0, sigma_b2, keep, noise=noise, drop=drop, **noise_params)
     shape = p.shape
-    sb, k = p.sigma_b2.ravel(), p.keep.ravel()
+    pf = p.ravel()
+    sb = pf.sigma_b2
 
     def log_chi(x, idx):  # ln chi_1 at sigma_w^2 = e^x; +inf where no finite q*
-        pp = params(p.act, np.exp(x), sb[idx], k[idx], noise=p.noise)
-        q = _q_star(pp, on_missing="nan")
+        nz = pf.noise.take(idx)
+        pp = params(p.act, np.exp(x), sb[idx], noise=nz)
+        q = solve_q_star(pp, on_missing="nan")
         ok = np.isfinite(q)
         out = np.full(x.shape, np.inf)
-        out[ok] = np.log(pp.sigma_w2[ok] * deriv_second_moment(p.act, p.noise, q[ok], k[idx][ok]))
+        out[ok] = np.log(pp.sigma_w2[ok] * nz.take(ok).deriv_second_moment(p.act, q[ok]))
         return out
 
     every = np.arange(sb.size)
@@ -84,17 +111,21 @@ def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", s=2.0
 
 
 class PairTable:
-    """Chebyshev interpolant of the pair integrals K(q, c) and Kd(q, c) on [q_lo, q_hi] x [0, 1].
+    """Chebyshev interpolant of the pair moments K(q, c) and Kd(q, c) on [q_lo, q_hi] x [0, 1].
 
-    Tabulated as K / E[phi^2] and Kd / E[phi'^2] (order-one and smooth) on a tensor grid of
+    Tabulated as K / K(q, 1) and Kd / Kd(q, 1) (order-one and smooth) on a tensor grid of
     Chebyshev points in (log q, c); the grid is refined until the last coefficients in each
     direction fall below ``tol``. Both functions are analytic in log q and c < 1 and the
     coefficients decay geometrically (measured: 32 x 64 points reach ~1e-13 for tanh on
-    q in [1e-3, 5]).
+    q in [1e-3, 5]). ``noise`` (a layer with scalar parameters) supplies the pair moments;
+    default: the activation's own kernels (gbar = phi).
     """
 
-    def __init__(self, act, q_lo, q_hi, tol=1e-11, n_q=32, n_c=48, n_max=128):
+    def __init__(self, act, q_lo, q_hi, tol=1e-11, n_q=32, n_c=48, n_max=128, noise=None):
         self.act = act
+        self._pair = (lambda q, c, keys, rtol=RTOL: kernels.pair(act, keys, q, c, rtol)) \
+            if noise is None else \
+            (lambda q, c, keys, rtol=RTOL: noise.scalar().pair_moments(act, q, c, keys, rtol))
         self.lo, self.hi = np.log(q_lo), np.log(max(q_hi, q_lo * 1.0001))
         while True:
             self.coef = self._fit(n_q, n_c)
@@ -119,8 +150,8 @@ class PairTable:
         u, x = self._nodes(n_q), self._nodes(n_c)
         q = np.exp(self.lo + (u + 1) / 2 * (self.hi - self.lo))
         Q, Cc = np.meshgrid(q, (x + 1) / 2, indexing="ij")
-        K, Kd = act_pair(self.act, ("K", "Kd"), Q, Cc)
-        a2, d2 = act_moment(self.act, "A2", q), act_moment(self.act, "D2", q)
+        K, Kd = self._pair(Q, Cc, ("K", "Kd"))
+        a2, d2 = self._pair(q, np.ones_like(q), ("K", "Kd"))
         Tu, Tx = chebvander(u, n_q - 1), chebvander(x, n_c - 1)
         wu = np.full(n_q, 2.0 / n_q)
         wu[0] /= 2
@@ -143,7 +174,7 @@ class PairTable:
             i = {"K": 0, "Kd": 1}[k]
             out.append(np.sum((Tu @ self.coef[i]) * Tx, -1) * np.exp(Tu @ self.norm[i]))
         if not np.all(inside):
-            exact = act_pair(self.act, keys, q[~inside], c[~inside], RTOL if rtol is None else rtol)
+            exact = self._pair(q[~inside], c[~inside], keys, RTOL if rtol is None else rtol)
             for o, e in zip(out, exact):
                 o[~inside] = e
         return out
@@ -164,8 +195,8 @@ class PhaseDiagram:
     table_check: tuple = (0.0, 0.0)
 
 
-def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout", s=2.0,
-                  backward="true", drop=None, exact=False, n_check=12, seed=0) -> PhaseDiagram:
+def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout", drop=None,
+                  exact=False, n_check=12, seed=0, **noise_params) -> PhaseDiagram:
     """analyze() over the grid sigma_b2 x sigma_w2 (points without a finite q* are NaN) and the
     critical line sigma_w2(sigma_b2) where chi_1 = 1.
 
@@ -173,24 +204,39 @@ def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout",
     closed-form pair integrals, c* and chi_c use a :class:`PairTable` unless ``exact=True``;
     ``n_check`` random points are then recomputed directly and the deviation is reported in
     ``table_check`` (an error is raised above 1e-9).
+
+    Parameters
+    ----------
+    activation : str or Activation
+    sigma_w2, sigma_b2 : array_like, 1-D
+        Grid axes (columns: sigma_w^2, rows: sigma_b^2).
+    keep, drop, noise, **noise_params
+        One noise layer with scalar parameters (as in :func:`meanfield.maps.params`).
+    exact : bool
+        Direct quadrature for every c* instead of the table.
+
+    Returns
+    -------
+    PhaseDiagram
     """
     sw = np.asarray(sigma_w2, float).ravel()
     sb = np.asarray(sigma_b2, float).ravel()
-    p = params(activation, sw[None, :], sb[:, None], keep, noise=noise, s=s, backward=backward,
-               drop=drop)
-    if np.unique(p.keep).size != 1:
-        raise ValueError("phase_diagram takes one keep value; call it once per keep")
-    q = _q_star(p, on_missing="nan")
+    nz = make_noise(noise, keep=keep, drop=drop, **noise_params)
+    if nz.shape != ():
+        raise ValueError("phase_diagram takes one noise layer with scalar parameters (one keep "
+                         "value); call it once per value")
+    p = params(activation, sw[None, :], sb[:, None], noise=nz)
+    q = solve_q_star(p, on_missing="nan")
     table, check = None, (0.0, 0.0)
     finite = q[np.isfinite(q)]
     if not exact and finite.size and not {"K", "Kd"} <= set(p.act.closed):
         # tiny q* (cheap by quadrature, and a long way in log q) stays off the table
         qs = np.maximum(finite, Q_MIN)
-        table = PairTable(p.act, max(qs.min(), 1e-3 * qs.max()), qs.max())
+        table = PairTable(p.act, max(qs.min(), 1e-3 * qs.max()), qs.max(), noise=nz)
     res = analyze_params(p, on_missing="nan", pair=table, q=q)
     if table is not None and n_check:
         check = _check_table(p, res, n_check, seed)
-    crit = critical_sigma_w2(p.act, sb, p.keep.ravel()[0], noise=p.noise)
+    crit = critical_sigma_w2(p.act, sb, noise=nz)
     return PhaseDiagram(sw, sb, res, crit, check)
 
 

@@ -1,6 +1,6 @@
 """Finite-width simulation of weight-gradient metrics in random noisy networks (torch, float64).
 
-Setting of Huang et al. 2019 / THEORY §1, §2, §4: width N, depth L,
+Setting of Huang et al. 2019 / docs/THEORY.md §1, §2, §4: width N, depth L,
 ``z^l = W^l x~^{l-1} + b^l`` with ``x~ = g(z, xi)`` (activation followed by dropout or Sparseout
 noise), two inputs a, b that share weights and biases but draw independent masks, started at the
 fixed point (layer-0 pre-activations with variance q*, correlation c*). Loss
@@ -41,34 +41,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["SimulationResult", "simulate_gradients", "torch_activation", "METRICS", "ENGINES"]
+from .activations import get_activation
+from .depth_scales import analyze_params
+from .maps import params as layer_params
+from .noise import NoiseLayer, make_noise
+from .validation import choice, integer, real
+
+__all__ = ["SimulationResult", "simulate_gradients", "METRICS", "ENGINES"]
 
 METRICS = ("g_aa", "g_bb", "g_ab", "g_abs")
 ENGINES = ("projected", "dense")
-NOISES = ("none", "dropout", "sparseout")
 LOSSES = ("sum_squares", "readout")
-BACKWARDS = ("true", "code")
-
-_SQRT_PI_2 = math.sqrt(math.pi) / 2.0
-
-_TORCH_PHI = {
-    "linear": lambda x: x,
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-    "hard_tanh": lambda x: torch.clamp(x, -1.0, 1.0),
-    "erf": lambda x: torch.erf(_SQRT_PI_2 * x),
-    "sigmoid": torch.sigmoid,
-    "gelu": lambda x: torch.nn.functional.gelu(x),  # exact x Phi(x)
-    "silu": torch.nn.functional.silu,
-}
-
-
-def torch_activation(name):
-    """Torch version of a core activation: ``name`` a string or an object with ``.name``."""
-    key = getattr(name, "name", name)
-    if not isinstance(key, str) or key not in _TORCH_PHI:
-        raise ValueError(f"activation must be one of {sorted(_TORCH_PHI)}, got {name!r}")
-    return _TORCH_PHI[key]
 
 
 @dataclass(frozen=True)
@@ -78,10 +61,7 @@ class SimulationResult:
     activation: str
     sigma_w2: float
     sigma_b2: float
-    keep: float
-    noise: str
-    s: float
-    backward: str
+    noise: NoiseLayer
     loss: str
     n_out: int
     width: int
@@ -113,6 +93,11 @@ class SimulationResult:
     def sem(self, metric):
         """Standard error of ``mean(metric)``: sqrt(V / R)."""
         return np.sqrt(self.var(metric) / self.realisations)
+
+    @property
+    def keep(self):
+        """Keep probability rho of the noise layer (1 for layers that drop nothing)."""
+        return float(getattr(self.noise, "keep", 1.0))
 
     @property
     def drop(self):
@@ -172,27 +157,6 @@ def _dense_linear(x, n_out, sigma_w2, gen, gia):
     return torch.bmm(w, x.detach()) + fake - fake.detach()
 
 
-# ---------------------------------------------------------------------------------------------
-# Noise layer g(z, xi)
-
-
-def _noisy(p, m, keep, noise, s, backward):
-    """x~ = g(z, xi) from p = phi(z) and a 0/1 mask m; the derivative is left to autograd."""
-    if noise == "none":
-        return p
-    if noise == "dropout":
-        return p * m / keep
-    xi = m / keep - 1.0
-    nz = p != 0
-    absp = torch.where(nz, p.abs(), torch.ones_like(p))  # safe base: no 0**negative in the graph
-    amp = torch.where(nz, torch.sign(p) * absp ** (s / 2.0), torch.zeros_like(p))
-    if backward == "true":  # d/dz = phi' (1 + (s/2) |phi|^{(s-2)/2} xi)
-        return p + amp * xi
-    # reference code's factor phi' (1 + |phi|^{(s-2)/2} xi): value unchanged, slope replaced
-    slope = torch.where(nz, absp ** ((s - 2.0) / 2.0), torch.zeros_like(p)).detach()
-    return p + amp.detach() * xi + (p - p.detach()) * slope * xi
-
-
 def _pair_metrics(delta, x):
     """(g_aa, g_bb, g_ab, g_abs) per realisation from delta^l, x~^{l-1} of shape (r, N, 2)."""
     n_d, n_x = delta.shape[1], x.shape[1]
@@ -205,63 +169,73 @@ def _pair_metrics(delta, x):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check(name, value, lo, hi, lo_open=False, hi_open=False):
-    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not (isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value) and ok):
-        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {value!r}")
+def _fixed_point(act, sigma_w2, sigma_b2, noise):
+    res = analyze_params(layer_params(act, sigma_w2, sigma_b2, noise=noise))
+    return float(res.q_star), float(res.c_star)
 
 
-def _fixed_point(activation, sigma_w2, sigma_b2, keep, noise, s):
-    try:
-        import meanfield
-        kw = dict(activation=activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, keep=keep, noise=noise)
-        if noise == "sparseout":
-            kw["s"] = s
-        res = meanfield.analyze(**kw)
-        return float(res.q_star), float(res.c_star)
-    except (ImportError, AttributeError) as exc:  # theory core not available
-        raise ValueError("q0 and c0 must be given when meanfield.analyze is unavailable") from exc
-
-
-def simulate_gradients(activation, sigma_w2, sigma_b2, keep=1.0, *, width, depth, realisations,
-                       noise="dropout", s=2.0, backward="true", gia=False, loss="sum_squares",
-                       n_out=10, q0=None, c0=None, engine="projected", seed=0, device="cpu",
-                       max_bytes=2 * 2**30, progress=False):
+def simulate_gradients(activation, sigma_w2, sigma_b2, keep=None, *, width, depth, realisations,
+                       noise="dropout", drop=None, gia=False, loss="sum_squares", n_out=10, q0=None,
+                       c0=None, engine="projected", seed=0, device="cpu", max_bytes=2 * 2**30,
+                       progress=False, **noise_params):
     """Simulate g_aa, g_bb, g_ab, g~_ab per layer for ``realisations`` random networks.
 
-    ``keep`` is the keep probability rho (drop = 1 - keep). Layer-0 pre-activations have variance
-    ``q0`` and correlation ``c0`` (default: the core's q*, c*). Realisations run in batches sized so
-    that the stored tensors stay below ``max_bytes``. Returns a :class:`SimulationResult`.
+    Parameters
+    ----------
+    activation : str or Activation
+        Needs a torch twin (every built-in and ``Activation.from_sympy`` have one).
+    sigma_w2, sigma_b2 : float
+        Weight variance > 0 and bias variance >= 0.
+    keep, drop, noise, **noise_params
+        The noise layer (scalar parameters), as in :func:`meanfield.maps.params`.
+    width, depth, realisations : int
+        N >= 2, L >= 1, R >= 2.
+    gia : bool
+        Fresh backward weights (the gradient-independence assumption made exact).
+    loss : {"sum_squares", "readout"}
+    n_out : int
+        Outputs of the readout loss.
+    q0, c0 : float, optional
+        Layer-0 variance > 0 and correlation in [-1, 1] (default: the core's q*, c*).
+    engine : {"projected", "dense"}
+    seed : int
+    device : str
+    max_bytes : int
+        Realisations run in batches whose stored tensors stay below this.
+    progress : bool
+        tqdm progress bar over batches.
+
+    Returns
+    -------
+    SimulationResult
+
+    Raises
+    ------
+    ValueError
+        Naming the invalid argument and its range.
     """
-    if isinstance(activation, str) or hasattr(activation, "name"):
-        phi = torch_activation(activation)
-        act_name = getattr(activation, "name", activation)
-    else:
-        raise ValueError(f"activation must be a name or an Activation, got {activation!r}")
-    for name, val, choices in (("noise", noise, NOISES), ("loss", loss, LOSSES),
-                               ("backward", backward, BACKWARDS), ("engine", engine, ENGINES)):
-        if val not in choices:
-            raise ValueError(f"{name} must be one of {choices}, got {val!r}")
-    _check("sigma_w2", sigma_w2, 0.0, math.inf, lo_open=True, hi_open=True)
-    _check("sigma_b2", sigma_b2, 0.0, math.inf, hi_open=True)
-    _check("keep", keep, 0.0, 1.0, lo_open=True)
-    if noise == "none" and keep != 1.0:
-        raise ValueError(f"keep must be 1.0 with noise='none', got {keep!r}")
-    if noise == "sparseout":
-        _check("s", s, 0.0, math.inf, lo_open=True, hi_open=True)
-    for name, val, lo in (("width", width, 2), ("depth", depth, 1), ("realisations", realisations, 2),
-                          ("n_out", n_out, 1)):
-        if not isinstance(val, (int, np.integer)) or val < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {val!r}")
+    act = get_activation(activation)
+    phi = act.torch
+    act.torch(torch.zeros(1, dtype=torch.float64))  # fails early without a torch twin
+    nz = make_noise(noise, keep=keep, drop=drop, **noise_params).scalar()
+    choice("loss", loss, LOSSES)
+    choice("engine", engine, ENGINES)
+    sigma_w2 = real("sigma_w2 (weight variance)", sigma_w2, 0.0, lo_open=True)
+    sigma_b2 = real("sigma_b2 (bias variance)", sigma_b2, 0.0)
+    width = integer("width", width, 2)
+    depth = integer("depth", depth, 1)
+    realisations = integer("realisations", realisations, 2)
+    n_out = integer("n_out", n_out, 1)
     if q0 is None or c0 is None:
-        fq, fc = _fixed_point(act_name, sigma_w2, sigma_b2, keep, noise, s)
+        fq, fc = _fixed_point(act, sigma_w2, sigma_b2, nz)
         q0 = fq if q0 is None else q0
         c0 = fc if c0 is None else c0
-    _check("q0", q0, 0.0, math.inf, lo_open=True, hi_open=True)
-    _check("c0", c0, -1.0, 1.0)
-    if max_bytes <= 0:
-        raise ValueError(f"max_bytes must be > 0, got {max_bytes!r}")
+    q0 = real("q0 (layer-0 variance)", q0, 0.0, lo_open=True)
+    c0 = real("c0 (layer-0 correlation)", c0, -1.0, 1.0)
+    real("max_bytes", max_bytes, 0.0, lo_open=True)
+    if nz.acts_on != "units":
+        raise ValueError(f"{nz.name} noise acts on {nz.acts_on}; the simulator supports unit noise")
+    identity = bool(nz.is_identity())
 
     n, depth, rtot = int(width), int(depth), int(realisations)
     if engine == "dense":
@@ -279,22 +253,22 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=1.0, *, width, depth
     it = starts
     if progress:
         from tqdm import tqdm
-        it = tqdm(starts, desc=f"simulate {act_name} N={n} L={depth}", unit="chunk")
+        it = tqdm(starts, desc=f"simulate {act.name} N={n} L={depth}", unit="chunk")
     for i, start in zip(range(len(starts)), it):
         r = min(chunk, rtot - start)
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(seeds[i] % (2**63 - 1)))
 
-        def mask():
-            if noise == "none":
-                return None
-            return (torch.rand(r, n, 2, generator=gen, dtype=dt, device=dev) < keep).to(dt)
+        def noisy(p):
+            if identity:
+                return p
+            return nz.torch_g(p, nz.torch_xi(torch.rand(r, n, 2, generator=gen, dtype=dt, device=dev)))
 
         e = torch.randn(r, n, 2, generator=gen, dtype=dt, device=dev)
         z0 = math.sqrt(q0) * torch.stack(
             [e[..., 0], c0 * e[..., 0] + math.sqrt(max(0.0, 1.0 - c0 * c0)) * e[..., 1]], dim=-1)
         z0.requires_grad_(True)  # a leaf so that autograd records the graph
-        x = _noisy(phi(z0), mask(), keep, noise, s, backward)
+        x = noisy(phi(z0))
         xs, zs = [], []
         for layer in range(depth):
             b = torch.randn(r, n, 1, generator=gen, dtype=dt, device=dev) * math.sqrt(sigma_b2)
@@ -302,9 +276,9 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=1.0, *, width, depth
             xs.append(x)
             zs.append(z)
             if layer < depth - 1:
-                x = _noisy(phi(z), mask(), keep, noise, s, backward)
+                x = noisy(phi(z))
         if loss == "readout":  # y = V x~^L: noisy last layer, V ~ N(0, sigma_w^2/N), no bias
-            y = linear(_noisy(phi(zs[-1]), mask(), keep, noise, s, backward), n_out, sigma_w2, gen, gia)
+            y = linear(noisy(phi(zs[-1])), n_out, sigma_w2, gen, gia)
         else:
             y = phi(zs[-1])
         energy = (y * y).sum()
@@ -316,7 +290,7 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=1.0, *, width, depth
         del xs, zs, deltas, x, y, energy
 
     return SimulationResult(
-        activation=act_name, sigma_w2=float(sigma_w2), sigma_b2=float(sigma_b2), keep=float(keep),
-        noise=noise, s=float(s), backward=backward, loss=loss, n_out=int(n_out), width=n,
+        activation=act.name, sigma_w2=sigma_w2, sigma_b2=sigma_b2, noise=nz, loss=loss,
+        n_out=n_out, width=n,
         depth=depth, realisations=rtot, gia=bool(gia), engine=engine, seed=int(seed),
         q0=float(q0), c0=float(c0), **out)

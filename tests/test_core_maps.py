@@ -115,7 +115,7 @@ def test_closed_forms_agree_with_quadrature(name, q):
     act = mf.get_activation(name)
     numeric = mf.Activation.from_callables("numeric", act.phi, act.dphi, act.d2phi,
                                            kinks=act.kinks, zeros=act.zeros)
-    from meanfield.noise import act_moment, act_pair
+    from meanfield.kernels import moment as act_moment, pair as act_pair
     for key in ("A2", "D2", "dA2", "PD"):
         if key in act.closed:
             assert act_moment(act, key, q) == pytest.approx(float(act_moment(numeric, key, q)), rel=1e-11), key
@@ -207,7 +207,7 @@ def test_sparseout_superlinear_branch_has_no_finite_q_star():
 
 
 def test_pair_table_against_quadrature():
-    from meanfield.noise import act_pair
+    from meanfield.kernels import pair as act_pair
     from meanfield.phase import PairTable
     act = mf.get_activation("tanh")
     table = PairTable(act, 0.01, 3.0)

@@ -39,8 +39,8 @@ def test_rate_and_keep_are_exclusive(capsys):
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["--rate", "1.0"], "--rate (drop probability) must lie in [0, 1)"),
-    (["--keep", "0"], "--keep (keep probability) must lie in (0, 1]"),
+    (["--rate", "1.0"], "--drop/--rate: drop probability 1 - rho must lie in [0, 1)"),
+    (["--keep", "0"], "--keep: keep probability rho must lie in (0, 1]"),
     (["--sigma-b2", "-1"], "sigma_b2 (bias variance) must be >= 0"),
     (["--sigma-w2", "4:1:0.1"], "start:stop:step"),
 ])

@@ -100,7 +100,7 @@ def test_gradient_figures_show_core_recursions(rendered):
 
 
 def test_universality_fits(rendered):
-    from meanfield.universality import fit_log_log
+    from experiments.universality import fit_log_log
     for name in ("fig4_universality_aa", "fig5_universality_ab"):
         r = rendered[0][name]
         keys = [k[:-len("/fit")] for k in (ln.get_gid() for ax in r.fig.axes for ln in ax.get_lines())

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.gradients import gradient_metrics
+from meanfield import gradient_metrics
 
 import _quadref as ref
 

@@ -83,13 +83,13 @@ def test_half_is_relu():
     assert kw.tau(0.5) == 0.0
     assert kw.q_map(q, 0.5, sw2, sb2) == pytest.approx(sw2 * q / 2 + sb2, rel=1e-15)
     for c in [-0.9, -0.2, 0.0, 0.5, 0.9, 1.0]:
-        ab = kw.cov_map(q, q, c, 0.5, sw2, sb2)
+        ab = kw.covariance_map(q, c, 0.5, sw2, sb2)
         assert ab == pytest.approx(relu_cmap(c, sw2, sb2, q), rel=1e-14, abs=1e-15)
-        assert kw.c_map(c, 0.5, sw2, sb2, q=q) == pytest.approx(
+        assert kw.c_map(q, c, 0.5, sw2, sb2) == pytest.approx(
             relu_cmap(c, sw2, sb2, q) / (sw2 * q / 2 + sb2), rel=1e-14, abs=1e-15)
     assert kw.chi_1(0.5, sw2) == pytest.approx(sw2 / 2)
+    assert kw.forward_critical_sigma_w2(0.5) == pytest.approx(2.0)
     assert kw.critical_sigma_w2(0.5) == pytest.approx(2.0)
-    assert kw.critical_sigma_w2(0.5, "backward") == pytest.approx(2.0)
     assert kw.q_star(0.5, sw2, sb2) == pytest.approx(sb2 / (1 - sw2 / 2))
     assert kw.c_star(0.5, sw2, sb2) == 1.0
     assert kw.chi_c(0.5, sw2, sb2) == pytest.approx(sw2 / 2)  # chi_c = chi_1 at c* = 1
@@ -101,7 +101,7 @@ def test_half_matches_core_relu():
 
     for sw2, sb2 in [(1.0, 0.05), (1.7, 0.2)]:
         core = mf.analyze(activation="relu", sigma_w2=sw2, sigma_b2=sb2, keep=1.0, noise="none")
-        r = kw.analyze_kwinners(0.5, sw2, sb2)
+        r = kw.analyze(0.5, sw2, sb2)
         for name in ("q_star", "c_star", "chi_1", "chi_c", "chi_q"):
             assert float(getattr(r, name)) == pytest.approx(float(getattr(core, name)), rel=1e-9)
     assert kw.NoFixedPointError is mf.NoFixedPointError
@@ -117,7 +117,7 @@ def test_c_star_by_iterating_the_full_maps(f, sb2):
     sw2 = 0.95 / kw.G(f) if sb2 > 0 else 1.3
     qa, c = 1.0, 0.999
     for _ in range(3000):
-        qab = kw.cov_map(qa, qa, c, f, sw2, sb2)
+        qab = kw.covariance_map(qa, c, f, sw2, sb2)
         qa = kw.q_map(qa, f, sw2, sb2)
         c = qab / qa
         if sb2 == 0:
@@ -127,20 +127,20 @@ def test_c_star_by_iterating_the_full_maps(f, sb2):
     assert cs == pytest.approx(c, abs=1e-10)
     # chi_c = slope of the c-map at c*
     h = 1e-5
-    slope = (kw.c_map(cs + h, f, sw2, sb2) - kw.c_map(cs - h, f, sw2, sb2)) / (2 * h)
+    slope = (kw.c_map(None, cs + h, f, sw2, sb2) - kw.c_map(None, cs - h, f, sw2, sb2)) / (2 * h)
     assert kw.chi_c(f, sw2, sb2) == pytest.approx(slope, rel=1e-6)
     assert 0 < kw.chi_c(f, sw2, sb2) < 1
 
 
 def test_analyze_and_depth_scales():
-    r = kw.analyze_kwinners([0.5, 0.1], [1.5, 2.0], 0.05)
+    r = kw.analyze([0.5, 0.1], [1.5, 2.0], 0.05)
     assert r.q_star.shape == (2,)
     assert r.xi_1[1] == pytest.approx(1 / abs(np.log(2.0 * 0.1)))
     assert r.xi_c[1] == pytest.approx(-1 / np.log(r.chi_c[1]))
     assert r.xi_q[0] == pytest.approx(-1 / np.log(0.75))
     # forward critical weight scale leaves gradients vanishing for f < 1/2
     for f in [0.2, 0.1, 0.05]:
-        sc = kw.critical_sigma_w2(f)
+        sc = kw.forward_critical_sigma_w2(f)
         assert kw.chi_1(f, sc) < 1
         assert kw.chi_q(f, sc) == pytest.approx(1.0)
 
@@ -158,12 +158,12 @@ def test_bad_input():
         kw.M(1.5, 0.0)
     with pytest.raises(ValueError, match="density"):
         kw.effective_sigma_w2(0.0, 100, 0.01)
-    with pytest.raises(ValueError, match="which"):
-        kw.critical_sigma_w2(0.1, "sideways")
+    with pytest.raises(ValueError, match="f"):
+        kw.critical_sigma_w2(1.5)
     with pytest.raises(kw.NoFixedPointError):
         kw.q_star(0.1, 1.01 / kw.G(0.1), 0.05)
     with pytest.raises(kw.NoFixedPointError):
-        kw.analyze_kwinners(0.5, 2.5, 0.0)
+        kw.analyze(0.5, 2.5, 0.0)
     assert issubclass(kw.NoFixedPointError, ValueError)
 
 
@@ -206,7 +206,7 @@ def test_one_layer_finite_width_simulation(f):
         cs.append((sw2 * np.mean(ya * yb) + sb2) / np.sqrt(qa * qb))
     c1 = cov[0, 1] / q1
     q2 = kw.q_map(q1, f, sw2, sb2)
-    c2 = kw.c_map(c1, f, sw2, sb2, q=q1)
+    c2 = kw.c_map(q1, c1, f, sw2, sb2)
     se_q = np.std(qs) / np.sqrt(reps)
     se_c = np.std(cs) / np.sqrt(reps)
     # tolerance: 4 standard errors plus an O(1/(f N)) allowance for the finite-k order statistics

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from meanfield import reference as ref
+from experiments import reference as ref
 
 try:
     ref.huang2019_dir()

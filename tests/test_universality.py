@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from meanfield.universality import fit_log_log, fit_samples, mean_variance
+from experiments.universality import fit_log_log, fit_samples, mean_variance
 
 
 def test_ols_matches_linregress():

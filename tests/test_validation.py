@@ -81,7 +81,7 @@ def test_divergent_linear_q_map(keep, excess):
 
 def test_other_bad_options():
     with pytest.raises(ValueError, match="noise must be one of"):
-        mf.analyze("tanh", 1.5, 0.05, 0.9, noise="gaussian")
+        mf.analyze("tanh", 1.5, 0.05, 0.9, noise="laplace")
     with pytest.raises(ValueError, match="s .* must be a positive"):
         mf.analyze("tanh", 1.5, 0.05, 0.9, noise="sparseout", s=-1)
     with pytest.raises(ValueError, match="backward must be one of"):
@@ -91,7 +91,7 @@ def test_other_bad_options():
     with pytest.raises(ValueError, match="on_missing"):
         mf.analyze("tanh", 1.5, 0.05, 0.9, on_missing="ignore")
     with pytest.raises(ValueError, match=r"c \(correlation\) must lie in \[-1, 1\]"):
-        mf.c_map(1.5, 1.0, "tanh", 1.5, 0.05, 0.9)
+        mf.c_map(1.0, 1.5, "tanh", 1.5, 0.05, 0.9)
     with pytest.raises(ValueError, match=r"q \(pre-activation variance\) must be >= 0"):
         mf.q_map(-1.0, "tanh", 1.5, 0.05, 0.9)
     with pytest.raises(ValueError, match="erf scale"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 import meanfield as mf
-from meanfield import reference as ref
+from experiments import reference as ref
 
 from . import style
 

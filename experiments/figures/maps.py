@@ -1,6 +1,6 @@
 """Figure 1: iterated variance (q) and correlation (c) maps with finite-width simulation.
 
-Theory: ``q^{l+1} = meanfield.q_map(q^l)`` and ``c^{l+1} = meanfield.c_map(c^l, q^l)`` (two inputs of
+Theory: ``q^{l+1} = meanfield.q_map(q^l)`` and ``c^{l+1} = meanfield.c_map(q^l, c^l)`` (two inputs of
 equal variance, independent dropout masks), iterated from two starting points each; dotted lines
 mark q* and c* from ``meanfield.analyze``. Simulation: random networks of width N (numpy, float64),
 pre-activations ``z^{l+1} = W (m * phi(z^l) / rho) + b``, six inputs per network sharing W and b with
@@ -38,7 +38,7 @@ def theory(act, sw, keep, depth):
     c[:, 0] = C0
     qc = np.full(2, qs)
     for l in range(depth):
-        c[:, l + 1] = mf.c_map(c[:, l], qc, act, sw, SB, keep)
+        c[:, l + 1] = mf.c_map(qc, c[:, l], act, sw, SB, keep)
         qc = mf.q_map(qc, act, sw, SB, keep)
     return q, c
 

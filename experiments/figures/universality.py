@@ -4,7 +4,7 @@ Per sampled layer (1, 11, ..., 191 as in the authors' files), m and V are the me
 the metric over R networks; log V against log m is close to a straight line (Huang et al. 2019).
 Filled markers: simulation (``meanfield.simulation``, cached via ``gradients.grad_sim``); open
 markers: the authors' per-network values (``meanfield.reference.load_univer``); lines: least-squares
-fits ``meanfield.universality.fit_log_log`` to the simulated points, exponents in the legend
+fits ``experiments.universality.fit_log_log`` to the simulated points, exponents in the legend
 (simulation / authors). Three panels: widths (tanh, keep 0.9), keep (tanh, N = 500), activations
 (keep 0.8, N = 500).
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from meanfield import reference as ref
-from meanfield.universality import fit_log_log, mean_variance
+from experiments import reference as ref
+from experiments.universality import fit_log_log, mean_variance
 
 from . import style
 from .gradients import SB, grad_sim

@@ -6,103 +6,91 @@
         --realisations 0                       # theory only
     ... --out table.csv                        # or .json: every layer, all columns
 
-Theory comes from ``meanfield.gradient_metrics`` (THEORY §4; exact and GIA recursions), the
-simulation from :mod:`meanfield.simulation` (torch, float64). ``--keep`` is the keep probability
-rho; ``--drop`` (= 1 - rho, PyTorch's ``p``) is accepted instead. Layer 1 is the input side, layer L
-the output layer, k = L - l the distance from the output.
+Theory comes from :func:`meanfield.gradient_metrics` (docs/THEORY.md §4; exact and GIA
+recursions), the simulation from :mod:`meanfield.simulation` (torch, float64; the ``[torch]``
+extra). ``--keep`` is the keep probability rho; ``--drop`` (alias ``--rate``, = 1 - rho, PyTorch's
+``p``) is accepted instead. Layer 1 is the input side, layer L the output layer, k = L - l the
+distance from the output.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import sys
 
 import numpy as np
 
+from ..activations import registered_activations
+from .args import add_noise_arguments, integer, json_safe, noise_from_args, output_path, real
+
 __all__ = ["main", "build_parser", "compute_table"]
 
-ACTIVATIONS = ("linear", "relu", "tanh", "hard_tanh", "erf", "sigmoid", "gelu", "silu")
+
+def _realisations(text):
+    v = integer(0)(text)
+    if v == 1:
+        raise argparse.ArgumentTypeError("must be 0 (theory only) or an integer >= 2, got '1'")
+    return v
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m meanfield.gradients", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--activation", default="tanh", choices=ACTIVATIONS)
-    p.add_argument("--sigma-w2", type=float, default=1.4, help="weight variance sigma_w^2 (fan-in scaled)")
-    p.add_argument("--sigma-b2", type=float, default=0.1, help="bias variance sigma_b^2")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--keep", type=float, help="keep probability rho in (0, 1] (default 1: no dropout)")
-    g.add_argument("--drop", type=float, help="drop probability 1 - rho in [0, 1)")
-    p.add_argument("--noise", default="dropout", choices=("none", "dropout", "sparseout"))
-    p.add_argument("--s", type=float, default=2.0, help="Sparseout norm exponent (s = 2: dropout)")
-    p.add_argument("--backward", default="true", choices=("true", "code"),
-                   help="Sparseout backward factor: true derivative or the reference code's")
+    p.add_argument("--activation", default="tanh", choices=registered_activations())
+    p.add_argument("--sigma-w2", type=real(0, lo_open=True), default=1.4,
+                   help="weight variance sigma_w^2 > 0 (fan-in scaled)")
+    p.add_argument("--sigma-b2", type=real(0), default=0.1, help="bias variance sigma_b^2 >= 0")
+    add_noise_arguments(p)
     p.add_argument("--loss", default="sum_squares", choices=("sum_squares", "readout"))
-    p.add_argument("--n-out", type=int, default=10, help="outputs of the readout loss (simulation)")
-    p.add_argument("--depth", type=int, default=50, help="number of layers L")
-    p.add_argument("--width", type=int, default=1000, help="simulation width N")
-    p.add_argument("--realisations", type=int, default=100, help="random networks R (0: theory only)")
+    p.add_argument("--n-out", type=integer(1), default=10, help="outputs of the readout loss (>= 1)")
+    p.add_argument("--depth", type=integer(1), default=50, help="number of layers L >= 1")
+    p.add_argument("--width", type=integer(2), default=1000, help="simulation width N >= 2")
+    p.add_argument("--realisations", type=_realisations, default=100,
+                   help="random networks R >= 2 (0: theory only)")
     p.add_argument("--engine", default="projected", choices=("projected", "dense"))
     p.add_argument("--gia", action="store_true", help="simulate with fresh backward weights (GIA)")
-    p.add_argument("--q0", type=float, help="layer-0 variance (default: q* from the core)")
-    p.add_argument("--c0", type=float, help="layer-0 correlation (default: c* from the core)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--last", type=int, default=0, help="print only the last K layers (0: all)")
-    p.add_argument("--out", help="write the full table to a .csv or .json file")
+    p.add_argument("--q0", type=real(0, lo_open=True), help="layer-0 variance > 0 (default: q*)")
+    p.add_argument("--c0", type=real(-1, 1), help="layer-0 correlation in [-1, 1] (default: c*)")
+    p.add_argument("--seed", type=integer(0), default=0, help="random seed >= 0")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=integer(1), default=2, help="torch CPU threads >= 1")
+    p.add_argument("--last", type=integer(0), default=0, help="print only the last K >= 0 layers (0: all)")
+    p.add_argument("--out", type=output_path,
+                   help="write the full table to a .csv or .json file (non-finite values: null)")
     return p
 
 
-def _theory(args, keep, noise):
-    """{'exact': (g_aa, g_ab), 'gia': (...)} from the core, or a reason string if unavailable."""
-    try:
-        from meanfield.gradients import gradient_metrics
-    except ImportError as exc:
-        return f"theory unavailable ({exc})"
+def _theory(args, noise):
+    """{'exact': (g_aa, g_ab), 'gia': (...)} from the core."""
+    from ..backprop import gradient_metrics
     # the readout theory is per output with a factor N (see gradient_metrics): rescale to n_out outputs
     scale = args.n_out / args.width if args.loss == "readout" else 1.0
     out = {}
     for method in ("exact", "gia"):
-        r = gradient_metrics(args.activation, args.sigma_w2, args.sigma_b2, keep, args.depth, noise=noise,
-                             s=args.s, backward=args.backward, method=method, loss=args.loss)
+        r = gradient_metrics(args.activation, args.sigma_w2, args.sigma_b2, depth=args.depth,
+                             noise=noise, method=method, loss=args.loss)
         out[method] = (scale * np.asarray(r.g_aa, dtype=float), scale * np.asarray(r.g_ab, dtype=float))
     return out
 
 
-def compute_table(args):
+def compute_table(args, noise):
     """Rows (one dict per layer) with theory and simulation columns, plus notes."""
-    if args.keep is not None:
-        keep = args.keep
-    elif args.drop is not None:
-        if not 0.0 <= args.drop < 1.0:
-            raise ValueError(f"drop must be in [0, 1), got {args.drop!r}")
-        keep = 1.0 - args.drop
-    else:
-        keep = 1.0
-    if not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep must be in (0, 1], got {keep!r}")
-    if args.depth < 1:
-        raise ValueError(f"depth must be >= 1, got {args.depth}")
-    if args.realisations < 0 or args.realisations == 1:
-        raise ValueError(f"realisations must be 0 (theory only) or >= 2, got {args.realisations}")
-    noise = args.noise if keep < 1.0 or args.noise == "sparseout" else "none"
+    keep = float(getattr(noise, "keep", 1.0))
     notes = [f"activation={args.activation} sigma_w2={args.sigma_w2:g} sigma_b2={args.sigma_b2:g} "
-             f"keep={keep:g} (drop={1 - keep:g}) noise={noise} loss={args.loss} depth={args.depth}"
+             f"noise={noise.spec()} keep={keep:g} (drop={1 - keep:g}) loss={args.loss} "
+             f"depth={args.depth}"
              + (f" n_out={args.n_out} (readout theory scaled by n_out/N)" if args.loss == "readout" else "")]
-    theory = _theory(args, keep, noise)
-    if isinstance(theory, str):
-        notes.append(theory)
-        theory = {}
+    theory = _theory(args, noise)
     sim = None
     if args.realisations:
         import torch
-        from meanfield.simulation import simulate_gradients
-        torch.set_num_threads(max(1, args.threads))
-        sim = simulate_gradients(args.activation, args.sigma_w2, args.sigma_b2, keep, width=args.width,
-                                 depth=args.depth, realisations=args.realisations, noise=noise, s=args.s,
-                                 backward=args.backward, gia=args.gia, loss=args.loss, n_out=args.n_out,
+        from ..simulation import simulate_gradients
+        torch.set_num_threads(args.threads)
+        sim = simulate_gradients(args.activation, args.sigma_w2, args.sigma_b2, width=args.width,
+                                 depth=args.depth, realisations=args.realisations, noise=noise,
+                                 gia=args.gia, loss=args.loss, n_out=args.n_out,
                                  q0=args.q0, c0=args.c0, engine=args.engine, seed=args.seed,
                                  device=args.device, progress=sys.stderr.isatty())
         notes.append(f"simulation: N={sim.width} R={sim.realisations} engine={sim.engine} "
@@ -144,17 +132,36 @@ def _header(row, m):
     return "  ".join(h)
 
 
+def _check_device(parser, args):
+    """Fail at parse time for a missing torch or an unusable device (before any computation)."""
+    if not args.realisations:
+        return
+    if importlib.util.find_spec("torch") is None:
+        parser.error("the simulation needs torch: pip install 'meanfield[torch]' (or run theory "
+                     "only with --realisations 0)")
+    dev = args.device
+    if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        parser.error(f"argument --device: must be cpu, cuda or cuda:N, got {dev!r}")
+    if dev.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            parser.error(f"argument --device: {dev!r} requested but CUDA is not available")
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    noise = noise_from_args(args, parser)
+    _check_device(parser, args)
     try:
-        rows, notes = compute_table(args)
+        rows, notes = compute_table(args, noise)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.out:
         if args.out.endswith(".json"):
             with open(args.out, "w") as f:
-                json.dump({"notes": notes, "rows": rows}, f, indent=1)
+                json.dump(json_safe({"notes": notes, "rows": rows}), f, indent=1, allow_nan=False)
         else:
             with open(args.out, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -175,7 +182,3 @@ def main(argv=None):
     if args.out:
         print(f"# wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Fixed points, slopes and depth scales from the command line.
+
+    python -m meanfield.depthscale --rate 0.5
+    python -m meanfield.depthscale --keep 0.99 --sigma-w2 1:4:0.5 --json out.json
+
+``--rate`` (alias ``--drop``) is the drop probability (PyTorch's p, Keras' rate); ``--keep`` is
+the keep probability rho of the papers. Give at most one; the output states both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from ..activations import registered_activations
+from .args import add_noise_arguments, grid, json_safe, noise_from_args, output_path, real
+
+COLUMNS = ("sigma_w2", "q_star", "c_star", "chi_1", "chi_c", "xi_q", "xi_c", "xi_1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m meanfield.depthscale",
+        description="Mean-field fixed points (q*, c*), slopes (chi_1, chi_c) and depth scales "
+                    "(xi_q, xi_c, xi_1) of deep networks with dropout-like noise, with the "
+                    "trainable-depth bound multiple * xi_c (Schoenholz et al.: about 6 xi_c).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--activation", default="tanh", choices=registered_activations(),
+                    help="element-wise nonlinearity (erf means erf(sqrt(pi) x / 2))")
+    ap.add_argument("--sigma-w2", type=grid(lo=0, lo_open=True), default="1:4:0.1",
+                    help="weight variance sigma_w^2 > 0 (times 1/fan-in): a value, a list a,b,c "
+                         "or a range start:stop:step")
+    ap.add_argument("--sigma-b2", type=real(0, what="sigma_b2 (bias variance)"), default=0.05,
+                    help="bias variance sigma_b^2 >= 0")
+    add_noise_arguments(ap)
+    ap.add_argument("--multiple", type=real(0, lo_open=True, what="multiple"), default=6.0,
+                    help="depth-bound multiple > 0: the table shows multiple * xi_c (Schoenholz: 6)")
+    ap.add_argument("--json", metavar="PATH", nargs="?", const="-", type=output_path, default=None,
+                    help="write a JSON list of records (inputs and results) to PATH; without PATH "
+                         "or with '-', print only the JSON to stdout. Non-finite values (an "
+                         "infinite depth scale, a point without a fixed point) are written as null")
+    return ap
+
+
+def _fmt(v):
+    if not np.isfinite(v):
+        return "inf" if v > 0 else "-"
+    return f"{v:.6g}" if abs(v) < 1e5 else f"{v:.3e}"
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    noise = noise_from_args(args, ap)
+    from ..depth_scales import analyze  # after parsing: --help and errors stay instant
+
+    try:
+        res = analyze(args.activation, args.sigma_w2, args.sigma_b2, noise=noise, on_missing="nan")
+    except ValueError as err:
+        ap.error(str(err))
+    records = res.records()
+    for rec in records:
+        rec[f"{args.multiple:g}_xi_c"] = args.multiple * rec["xi_c"]
+    if args.json is not None:
+        text = json.dumps(json_safe(records), indent=1, allow_nan=False)
+        if args.json == "-":
+            print(text)
+            return 0
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+
+    keep = float(np.asarray(getattr(noise, "keep", 1.0)))
+    params = {k: v for k, v in noise.param_values().items() if k != "keep"}
+    desc = noise.name + (f" ({', '.join(f'{k} = {v:g}' if not isinstance(v, str) else f'{k} = {v}' for k, v in params.items())})"
+                         if params else "")
+    print(f"# activation = {args.activation}, noise = {desc}, keep (rho) = {keep:g}, "
+          f"drop (rate) = {1 - keep:g}, sigma_b^2 = {args.sigma_b2:g}")
+    head = list(COLUMNS) + [f"{args.multiple:g}*xi_c"]
+    print("  ".join(f"{h:>10}" for h in head))
+    for rec in records:
+        if not rec["has_fixed_point"]:
+            print(f"{_fmt(rec['sigma_w2']):>10}  no finite fixed point q* (the variance map diverges)")
+            continue
+        vals = [rec[c] for c in COLUMNS] + [args.multiple * rec["xi_c"]]
+        print("  ".join(f"{_fmt(v):>10}" for v in vals))
+    if not np.all(noise.is_identity()):
+        print(f"# with {noise.name} c* < 1 everywhere, so xi_c stays finite: no order-to-chaos "
+              "transition")
+    return 0

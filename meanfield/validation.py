@@ -1,0 +1,88 @@
+"""One set of argument checks for the whole toolkit (theory core, simulator, torch layers, CLIs).
+
+Every check raises ``ValueError`` whose message names the parameter and its valid range, e.g.
+``keep (keep probability rho) must lie in (0, 1], got 1.5``. numpy only.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+__all__ = ["finite_array", "checked", "real", "integer", "choice", "keep_from", "KEEP", "DROP"]
+
+KEEP = "keep (keep probability rho)"
+DROP = "drop (drop probability 1 - rho)"
+
+
+def finite_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array whose entries are all finite; else ValueError naming ``name``."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}")
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return arr
+
+
+def checked(name: str, value, valid: str, ok: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """A finite float array whose every element passes ``ok``; else ``ValueError("name must valid")``."""
+    arr = finite_array(name, value)
+    if not np.all(ok(arr)):
+        raise ValueError(f"{name} must {valid}, got {value!r}")
+    return arr
+
+
+def _interval(lo, hi, lo_open, hi_open) -> str:
+    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def real(name: str, value, lo=-math.inf, hi=math.inf, *, lo_open=False, hi_open=False) -> float:
+    """A finite Python float in the interval (open or closed ends as given)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in {_interval(lo, hi, lo_open, hi_open)}, "
+                         f"got {value!r}")
+    v = float(value)
+    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number in {_interval(lo, hi, lo_open, hi_open)}, "
+                         f"got {value!r}")
+    return v
+
+
+def integer(name: str, value, lo: int = 0, hi: int | None = None) -> int:
+    """A Python int in [lo, hi] (bools and floats are rejected, even 3.0)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < lo \
+            or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
+    return int(value)
+
+
+def choice(name: str, value, choices: Iterable[str]):
+    """``value`` if it is one of ``choices``; else ValueError listing them."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def keep_from(keep=None, drop=None, default=None) -> np.ndarray:
+    """The keep probability rho from ``keep`` or ``drop`` = 1 - rho (never both), as a float array.
+
+    ``keep`` must lie in (0, 1], ``drop`` in [0, 1). With neither given, ``default`` is used (a
+    ValueError if that is None too).
+    """
+    if keep is not None and drop is not None:
+        raise ValueError("give keep (keep probability rho) or drop (= 1 - rho), not both")
+    if drop is not None:
+        return 1.0 - checked(DROP, drop, "lie in [0, 1)", lambda a: (a >= 0) & (a < 1))
+    if keep is None:
+        if default is None:
+            raise ValueError("give keep (keep probability rho in (0, 1]) or drop (= 1 - rho)")
+        keep = default
+    return checked(KEEP, keep, "lie in (0, 1]", lambda a: (a > 0) & (a <= 1))
