@@ -80,8 +80,11 @@ def compare(errors: dict[str, float], name: str, where: str, derived, reference,
     if d.shape != ref.shape and d.size != 1 and ref.size != 1:
         raise CheckFailed(f"{name} {where}: shape {d.shape} != {ref.shape}")
     both_inf = np.isinf(d) & np.isinf(ref) & (np.sign(d) == np.sign(ref))
-    diff = np.where(both_inf, 0.0, np.abs(d - ref))
-    bad = ~(diff <= atol + rtol * np.abs(np.where(both_inf, 1.0, ref)))
+    with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity: masked
+        diff = np.where(both_inf, 0.0, np.abs(d - ref))
+    # an infinity agrees only with the same infinity (else inf <= rtol * inf would pass)
+    lone_inf = (np.isinf(d) | np.isinf(ref)) & ~both_inf
+    bad = lone_inf | ~(diff <= atol + rtol * np.abs(np.where(both_inf, 1.0, ref)))
     if np.any(bad):
         raise CheckFailed(f"{name} {where}: derived {d[bad] if d.ndim else d} vs reference "
                           f"{ref[bad] if ref.ndim else ref} (rtol={rtol}, atol={atol})")

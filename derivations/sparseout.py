@@ -189,7 +189,7 @@ dropout_regulariser_squared_numeric = numeric_twin(
 
 
 def relu_q_star_numeric(sigma_w2_, sigma_b2_, rho_, s_):
-    """Stable fixed point of the derived ReLU map for 1 < s < 2, sigma_w2 < 2 (root above the origin)."""
+    """Stable fixed point of the derived ReLU map for s < 2, sigma_w2 < 2 (root above the origin)."""
     fn = lambda qq: relu_q_map_numeric(sigma_w2_, sigma_b2_, rho_, s_, qq) - qq  # noqa: E731
     hi = 1.0
     while fn(hi) > 0:
@@ -262,11 +262,12 @@ def _check_kappa(rng) -> dict[str, float]:
 
 
 def _check_core(rng) -> dict[str, float]:
-    """ReLU variance map at random q, its root q* and chi_1 (true and code backward) vs meanfield."""
+    """ReLU variance map at random q, its root q* and chi_1 (true and code backward) vs meanfield;
+    the last point has s <= 1, where chi_1 is infinite."""
     errs: dict[str, float] = {}
-    for _ in range(4):
+    for s_lo, s_hi in [(1.2, 1.9)] * 4 + [(0.5, 1.0)]:
         sw, sb = rng.uniform(0.3, 1.8), rng.uniform(0.02, 0.5)
-        rho_, s_ = rng.uniform(0.6, 0.95), rng.uniform(1.2, 1.9)
+        rho_, s_ = rng.uniform(0.6, 0.95), rng.uniform(s_lo, s_hi)
         compare_maps_with_core(errs, rng, "relu", sw, sb, rho_, noise="sparseout", s=s_, rtol=1e-8,
                                q_map=("relu_q_map", lambda qq: relu_q_map_numeric(sw, sb, rho_, s_, qq)))
         qs = relu_q_star_numeric(sw, sb, rho_, s_)

@@ -5,6 +5,7 @@ import pytest
 import sympy as sp
 from scipy import integrate, special
 
+import meanfield
 from derivations import erf as E
 from derivations.symbols import c, q, rho, sigma_w2
 
@@ -43,3 +44,8 @@ def test_q_star_vs_iteration_with_quadrature():
                                epsabs=1e-14, epsrel=1e-13)
         qq = sw / rho_ * m2 + sb
     assert E.q_star_numeric(sw, sb, rho_) == pytest.approx(qq, rel=1e-9)
+
+
+@pytest.mark.parametrize("sw", [1.0, 3.0])  # ordered (c* = 1) and chaotic (c* < 1) without noise
+def test_c_star_without_noise_vs_core(sw):
+    assert E.c_star_numeric(sw, 0.05, 1.0) == pytest.approx(meanfield.analyze("erf", sw, 0.05, 1.0).c_star, rel=1e-8)

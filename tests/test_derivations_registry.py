@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import derivations
@@ -145,3 +146,15 @@ def test_every_derivation_passes_its_check(module):
     results = derivations.run_checks(derivations.registry([module]), seed=5)
     failed = [(r.derivation, r.message) for r in results if not r.passed]
     assert not failed
+
+
+def test_compare_records_and_rejects():
+    errs = {}
+    assert derivations.compare(errs, "f", "", [1.0, np.inf], [1.0 + 1e-12, np.inf], rtol=1e-10) < 2e-12
+    derivations.compare(errs, "f", "", 2.0, 2.0 * (1 + 1e-11), rtol=1e-10)
+    assert errs["f"] == pytest.approx(1e-11, rel=1e-3)  # the largest relative error is kept
+    for derived, reference in [(np.nan, 1.0), (np.inf, -np.inf), (1.0, np.inf), (np.inf, 1.0), (1.0, 1.1),
+                               ([1.0, 2.0], [1.0, 2.0, 3.0])]:
+        with pytest.raises(CheckFailed, match="^g at x"):
+            derivations.compare(errs, "g", "at x", derived, reference, rtol=1e-3)
+    assert "g" not in errs

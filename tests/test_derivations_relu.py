@@ -5,6 +5,7 @@ import pytest
 import sympy as sp
 from scipy import integrate
 
+import meanfield
 from derivations import relu as R
 from derivations.symbols import c, q, rho, sigma_w2
 
@@ -59,3 +60,9 @@ def test_c_star_is_a_fixed_point_of_iterated_map():
     for _ in range(3000):
         cc = R.c_map_numeric(sw, sb, rho_, cc)
     assert R.c_star_numeric(sw, sb, rho_) == pytest.approx(cc, rel=1e-10)
+
+
+def test_c_star_without_noise_is_one():
+    """rho = 1: c = 1 is the stable fixed point below the critical line sigma_w2 = 2."""
+    for sw in (1.5, 1.99):
+        assert R.c_star_numeric(sw, 0.05, 1.0) == 1.0 == meanfield.analyze("relu", sw, 0.05, 1.0).c_star
