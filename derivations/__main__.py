@@ -22,7 +22,7 @@ runs no check; it cannot be combined with --check. Modules: {', '.join(MODULES)}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m derivations", epilog=EPILOG,
-        description="List the symbolic mean-field derivations and check each one against an "
+        description="List the symbolic mean-field derivations and check each one against an\n"
                     "independent route (numeric core, quadrature, mask enumeration, Monte Carlo).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true",
@@ -93,4 +93,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
