@@ -1,68 +1,142 @@
-"""Fit trainable-depth laws L_max(sigma_w^2) to a trainability sweep, with bootstrap uncertainty.
+"""Fit trainable-depth laws L_max(sigma_w^2) (and L_max(sigma_w^2, T) over training budgets T) to
+trainability heatmaps, with censoring in the likelihood and bootstrap uncertainty.
 
 Usage::
 
     python -m experiments.fit --db results/trainability_cpu.sqlite
-    python -m experiments.fit --sigma-w2 1.5,2,3 --lmax 60,90,40 --keep 0.98   # published boundary
+    python -m experiments.fit --db results/trainability_cpu.sqlite --per-step each  # budgets T
+    python -m experiments.fit --table heatmap.csv --keep 0.98 --plot heatmap.png
+    python -m experiments.fit --sigma-w2 1.5,2,3 --lmax 60,90,40 --keep 0.98   # a published boundary
 
-**Boundary extraction** (``extract_boundaries``), per (dataset, keep, and every other protocol
-field):
+**Inputs.** ``--db``: rows of ``experiments.trainability``. ``--table FILE.csv`` (``read_table`` /
+``fit_table`` in Python): a long-format CSV, one row per evaluation of a network, with the required
+columns ``sigma_w2``, ``depth``, ``accuracy`` (a fraction in [0, 1]; an empty cell, ``nan``, ``NA``,
+``None`` or ``null`` is *missing*) and the optional columns of ``PROTOCOL`` plus ``steps`` and
+``seed``. Lines starting with ``#`` are comments; other columns are ignored (with a warning). A table
+without ``activation`` / ``sigma_b2`` / ``keep`` takes ``--activation`` / ``--sigma-b2`` / ``--keep``,
+else the defaults tanh / 0.05 / 1.0 with a warning naming each defaulted field.
 
-- metric: ``eval_acc`` (accuracy on the fixed training evaluation batch, no dropout; the papers'
-  last-minibatch accuracy ``train_acc_last`` is selectable with ``--metric``), averaged over seeds;
-- threshold: *relative* by default: a network is trainable when its metric reaches
-  ``chance + 0.5 (best - chance)``, where ``chance = 1 / n_classes`` and ``best`` is the best metric of
-  that sweep (so the rule does not depend on how long the protocol trains); ``--threshold 0.5
-  --absolute`` uses a fixed accuracy instead;
-- at each sigma_w^2 the depths are sorted and the boundary is the cut "trainable up to here, not
-  beyond" with the fewest disagreeing depths (ties: the geometric middle of the tied cuts);
-  ``L_max`` is the geometric mean of the last trainable and the first untrainable depth;
-- censoring: when every depth trains, ``L_max > max depth`` (right-censored, a lower bound); when none
-  does, ``L_max < min depth`` (left-censored, an upper bound).
+**Networks and budgets.** A network is its protocol (the ``PROTOCOL`` columns present, including
+``max_steps``, the steps it was trained for), sigma_w^2, depth and seed; ``steps`` is the step at
+which it was evaluated, i.e. the training budget T of that evaluation. ``per_step`` (``--per-step``):
 
-**Laws** (``LAWS``), with theory depth scales from ``meanfield.analyze`` (tanh, sigma_b^2 = 0.05 by
-default; xi capped at ``XI_CAP`` where it diverges at criticality):
+- ``last`` (default): each network's last step with a recorded metric (a per-step log becomes its
+  final value); one boundary per protocol, T = the largest such step (a warning when the networks
+  of a protocol end at different steps);
+- ``each``: every step is a budget; one boundary per (protocol, T). A sweep that evaluates its
+  networks at checkpoints gives boundaries at several budgets from one training run.
 
-- ``a*xi_c``, ``a*xi_1``, ``a*min(xi_1,xi_c)``, ``a*xi_c+b``;
-- ``two-scale``: ``1/L = 1/(a xi_c) + 1/(b xi_1)``: the correlation scale and the gradient scale
-  both limit depth, like resistors in parallel; the smaller one dominates, smoothly;
-- ``constant``: ``L = b``, the null model (no theory; e.g. a limit set by the training budget);
-- ``6*xi_c`` (Schoenholz et al.) is the fixed reference (no fitted constant).
+Rows at ``steps`` <= 0 (untrained) are dropped with a warning. sigma_w^2 values within a relative
+``SW_RTOL`` of each other are one grid value (1.7 and 1.7000000000000002 are one point); float
+protocol fields are compared at 10 significant digits.
 
-**Fit**: least squares in log space, ``r = ln L_law - ln L_max`` for interior points; a censored point
-contributes only when the law violates its bound (``r = min(0, ...)`` for lower bounds, ``max(0, ...)``
-for upper bounds). Confidence intervals: expanded percentile bootstrap over boundary points (95 %; the plain percentile
-interval covered 6 in only ~77 % of synthetic 12-point sweeps).
-**Comparison**: each law is fitted on one sweep and scored by the RMS log error on every other sweep
-(another keep or data set); the winner has the smallest mean held-out error.
+**Boundary extraction** (``extract_boundaries``): the metric (``eval_acc`` for a database, the
+``accuracy`` column of a table) is averaged over the seeds of each (sigma_w^2, depth) cell; a missing
+value is left out, never counted as a failed network. A network is trainable when its cell reaches
+``chance + threshold (best - chance)`` (relative, default 0.5; ``best`` = the best cell of the
+protocol over all its budgets, so the bar is the same at every T; chance = 1 / classes) but at least
+``chance + MIN_LIFT``, so a protocol where nothing learned gives no boundary; ``--absolute`` uses a
+fixed accuracy. At each sigma_w^2 the depths *with data* are sorted and the boundary is the cut
+"trainable up to here, not beyond" with the fewest disagreeing depths (ties: the geometric middle of
+the tied cuts); ``L_max`` is the geometric mean of the last trainable and the first untrainable
+depth. When every depth with data trains, ``L_max`` > the deepest of them (right-censored); when none
+does, ``L_max`` < the shallowest (left-censored).
+
+**Laws** (``LAWS``), with theory depth scales from ``depth_scales`` (``meanfield.analyze``, xi capped at
+``XI_CAP`` where it diverges at criticality): ``a*xi_c``, ``a*xi_1``, ``a*min(xi_1,xi_c)``,
+``a*xi_c+b``; ``two-scale``: ``1/L = 1/(a xi_c) + 1/(b xi_1)`` (both scales limit depth, the smaller
+dominates smoothly); ``constant``: ``L = b`` (no theory, e.g. a limit set by the budget);
+``6*xi_c`` (Schoenholz et al.) is the fixed reference. Budget-aware laws (``budget_laws``) scale one
+depth scale by a(T): ``a``, ``a0 + a1 ln T``, ``a T^b`` and ``a_inf T / (T + T_half)``.
+
+**Fit: censored-normal (Tobit) likelihood** on ln L_max: ``ln L_max = ln L_law + e``, ``e ~ N(0,
+sigma^2)``, with sigma fitted alongside the constants (floored at ``SIGMA_MIN``, 1 % in depth, so
+exactly fitting points do not make the likelihood infinite). An interior point contributes the normal
+density; a right-censored point at value v contributes ``P(ln L > ln v) = Phi((ln L_law - ln v) /
+sigma)`` (left-censored: the opposite tail). So a censored point at the top of the grid pulls a law
+only when the law predicts below (or within about sigma of) it. Confidence intervals: expanded
+percentile bootstrap (95 %; Hesterberg 2015: the plain percentile interval covered 6 in only ~77 %
+of synthetic 12-point sweeps) resampling *whole protocols* when several are pooled (their constants
+differ), else the sigma_w^2 grid points of the one protocol (each with all its budgets); the output
+says which. ``--bootstrap 0`` means no CI.
+
+**Comparison**: each law is fitted on one boundary and scored on every other boundary at the same
+budget (another keep, data set or panel) by the RMS of the log residuals ``ln L_law - ln L_max``,
+where a censored point counts only when the law violates its bound; the winner has the smallest mean
+held-out error. Results are keyed by boundary index, so equal labels never merge pairs. With several
+budgets, ``a(T)`` is fitted per budget and each budget-aware law is fitted on all budgets but one and
+scored on the one left out.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import itertools
 import math
 import sys
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from scipy.optimize import least_squares
 
-__all__ = ["Boundary", "Law", "LAWS", "REFERENCE", "FitResult", "extract_boundaries",
-           "boundary_from_arrays", "depth_scales", "fit_law", "fit_all", "compare_held_out",
-           "main", "XI_CAP"]
+__all__ = ["Boundary", "Law", "LAWS", "REFERENCE", "SCALES", "FitResult", "NoFit", "Analysis",
+           "extract_boundaries", "boundary_from_arrays", "read_table", "read_db", "fit_table",
+           "depth_scales", "budget_laws", "fit_law", "fit_all", "compare_held_out",
+           "per_budget_constants", "compare_budgets", "run_fits", "report", "plot",
+           "rms_log_error", "get_law", "held_out_winner", "main", "XI_CAP", "SIGMA_MIN",
+           "PROTOCOL"]
 
 XI_CAP = 1e4
-PROTOCOL = ("dataset", "activation", "init", "width", "sigma_b2", "keep", "optimizer", "lr",
-            "batch_size", "steps", "data_seed", "eval_size", "test_size")
+SIGMA_MIN = 0.01       # floor of the fitted scatter of ln L_max (1 % in depth)
+SW_RTOL = 1e-6         # sigma_w^2 values closer than this (relative) are one grid value
+MIN_LIFT = 0.05        # a trained network beats chance by at least this accuracy
+MIN_BOOT = 100         # fewer resamples cannot place the tails of an expanded 95 % interval
+PRED_FLOOR = 1e-3      # depth predicted by a law is floored here before the log
+PROTOCOL = ("dataset", "activation", "init", "width", "sigma_b2", "keep", "noise", "optimizer",
+            "lr", "batch_size", "max_steps", "data_seed", "eval_size", "test_size", "panel")
+THEORY_DEFAULTS = {"activation": "tanh", "sigma_b2": 0.05, "keep": 1.0}
 N_CLASSES = {"mnist": 10, "cifar10": 10}
+
+
+def _sig(v: float) -> float:
+    """A float at 10 significant digits: float noise does not split a protocol or grid value."""
+    return float(f"{v:.10g}")
+
+
+def _fmt(v) -> str:
+    return f"{v:.10g}" if isinstance(v, float) else str(v)
 
 
 @dataclass(frozen=True, eq=False)
 class Boundary:
-    """Trainable-depth boundary of one sweep. ``censor``: 0 interior, +1 lower bound (all depths
-    trained: L_max > value), -1 upper bound (no depth trained: L_max < value)."""
+    """Trainable-depth boundary of one sweep at one budget.
+
+    Parameters
+    ----------
+    label : str
+        Display name (``extract_boundaries`` makes it unique; results are keyed by index anyway).
+    keep : float
+        Keep probability rho of the dropout layers.
+    sigma_w2, L_max, censor, xi_c, xi_1 : ndarray, shape (n,)
+        Grid values, boundary depth (layers), censoring (0 interior, +1 lower bound: every depth
+        with data trained, -1 upper bound: none did) and theory depth scales (layers).
+    lower, upper : ndarray, shape (n,), optional
+        Bracketing grid depths (NaN when censored or unknown).
+    threshold : float
+        Accuracy a network had to reach.
+    budget : float or None
+        Training steps T at which the networks were evaluated (None: unknown).
+    protocol : tuple or None
+        ``(field, value)`` pairs; boundaries with equal protocol share networks (one bootstrap
+        unit). None: a protocol of its own.
+    activation, sigma_b2 :
+        Theory parameters of the depth scales.
+    depths, accuracy : ndarray, optional
+        Heatmap: depths with data, shape (m,), and the mean metric, shape (m, n), NaN = missing.
+    """
 
     label: str
     keep: float
@@ -71,9 +145,15 @@ class Boundary:
     censor: np.ndarray
     xi_c: np.ndarray
     xi_1: np.ndarray
-    lower: np.ndarray = field(default=None)   # bracketing grid depths (nan when censored/unknown)
+    lower: np.ndarray = field(default=None)
     upper: np.ndarray = field(default=None)
     threshold: float = float("nan")
+    budget: float | None = None
+    protocol: tuple | None = None
+    activation: str = "tanh"
+    sigma_b2: float = 0.05
+    depths: np.ndarray = field(default=None)
+    accuracy: np.ndarray = field(default=None)
 
     def __post_init__(self):
         n = len(self.sigma_w2)
@@ -84,65 +164,280 @@ class Boundary:
             raise ValueError("L_max must be > 0 everywhere")
         if not set(np.unique(self.censor)) <= {-1, 0, 1}:
             raise ValueError("censor must contain only -1, 0, +1")
+        if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
+            raise ValueError(f"budget (training steps T) must be None or > 0, got {self.budget}")
 
 
 def depth_scales(sigma_w2, keep: float, *, activation: str = "tanh", sigma_b2: float = 0.05):
-    """(xi_c, xi_1) from ``meanfield.analyze`` (dropout noise), capped at ``XI_CAP``."""
+    """Theory depth scales of a network with dropout noise.
+
+    The single place where the fit calls the theory (to switch to a noise object later).
+
+    Parameters
+    ----------
+    sigma_w2 : array_like, shape (n,)
+        Weight variances sigma_w^2 (> 0).
+    keep : float
+        Keep probability rho in (0, 1].
+    activation : str
+        A ``meanfield`` activation name.
+    sigma_b2 : float
+        Bias variance sigma_b^2 >= 0.
+
+    Returns
+    -------
+    xi_c, xi_1 : ndarray, shape (n,)
+        Correlation and gradient depth scales (layers), capped at ``XI_CAP``.
+
+    Raises
+    ------
+    ValueError
+        Parameters out of range (from ``meanfield.analyze``).
+
+    References
+    ----------
+    docs/THEORY.md section 3 (depth scales) and section 8 (trainability).
+    """
     import meanfield
     r = meanfield.analyze(activation=activation, sigma_w2=np.asarray(sigma_w2, dtype=float),
                           sigma_b2=sigma_b2, keep=keep, noise="dropout")
-    cap = lambda x: np.minimum(np.where(np.isfinite(x), x, XI_CAP), XI_CAP)
-    return cap(np.asarray(r.xi_c, dtype=float)), cap(np.asarray(r.xi_1, dtype=float))
+
+    def cap(x):
+        x = np.asarray(x, dtype=float)
+        return np.minimum(np.where(np.isfinite(x), x, XI_CAP), XI_CAP)
+    return cap(r.xi_c), cap(r.xi_1)
 
 
-def boundary_from_arrays(sigma_w2, L_max, *, keep: float, censor=None, label: str = "given",
-                         activation: str = "tanh", sigma_b2: float = 0.05) -> Boundary:
-    """A boundary given directly (e.g. read off a published heatmap)."""
+def boundary_from_arrays(sigma_w2, L_max, *, keep: float, censor=None, label: str | None = None,
+                         activation: str = "tanh", sigma_b2: float = 0.05,
+                         budget: float | None = None) -> Boundary:
+    """A boundary given directly (e.g. read off a published heatmap).
+
+    Parameters
+    ----------
+    sigma_w2, L_max : array_like, shape (n,)
+        Grid values and boundary depths (layers, > 0).
+    keep : float
+        Keep probability rho in (0, 1].
+    censor : array_like of int, shape (n,), optional
+        0 interior (default), +1 lower bound (L_max > value), -1 upper bound.
+    label : str, optional
+        Display name (default ``given keep=<keep>``).
+    activation, sigma_b2 :
+        Theory parameters of the depth scales.
+    budget : float, optional
+        Training steps T of the boundary.
+
+    Returns
+    -------
+    Boundary
+
+    Raises
+    ------
+    ValueError
+        Mismatched lengths, non-positive L_max, censor values other than -1, 0, 1.
+    """
     s = np.atleast_1d(np.asarray(sigma_w2, dtype=float))
     L = np.atleast_1d(np.asarray(L_max, dtype=float))
     if s.shape != L.shape:
         raise ValueError(f"sigma_w2 and L_max must have the same length, got {s.shape} and {L.shape}")
-    c = np.zeros(len(s), dtype=int) if censor is None else np.asarray(censor, dtype=int)
+    c = np.zeros(len(s), dtype=int) if censor is None else np.atleast_1d(np.asarray(censor, dtype=int))
+    if c.shape != s.shape:
+        raise ValueError(f"censor must have the length of sigma_w2 ({len(s)}), got {len(c)}")
     xi_c, xi_1 = depth_scales(s, keep, activation=activation, sigma_b2=sigma_b2)
-    return Boundary(label, keep, s, L, c, xi_c, xi_1, np.full(len(s), np.nan),
-                    np.full(len(s), np.nan))
+    nan = np.full(len(s), np.nan)
+    return Boundary(label if label is not None else f"given keep={keep:g}", keep, s, L, c, xi_c,
+                    xi_1, nan, nan, budget=budget, activation=activation, sigma_b2=sigma_b2)
 
 
-def _cut(depths: np.ndarray, ok: np.ndarray) -> float:
-    """Geometric-middle index k of the best cuts 'depths[:k] train, depths[k:] do not'."""
-    errors = [np.sum(~ok[:k]) + np.sum(ok[k:]) for k in range(len(depths) + 1)]
-    best = np.flatnonzero(np.asarray(errors) == min(errors))
-    return best
+# ---------------------------------------------------------------------------------------------
+# boundary extraction
+
+
+def _cut(ok: np.ndarray) -> np.ndarray:
+    """Indices k of the best cuts 'depths[:k] train, depths[k:] do not' (fewest disagreements)."""
+    errors = np.array([np.sum(~ok[:k]) + np.sum(ok[k:]) for k in range(len(ok) + 1)])
+    return np.flatnonzero(errors == errors.min())
+
+
+def _grid_values(values, rtol: float = SW_RTOL) -> dict:
+    """Map each value to its grid value: sorted values within ``rtol`` (relative) of the previous
+    one are one grid value, represented by their median at 10 significant digits."""
+    u = np.unique(np.asarray(list(values), dtype=float))
+    groups, cur = [], [u[0]]
+    for v in u[1:]:
+        if v - cur[-1] <= rtol * abs(v):
+            cur.append(v)
+        else:
+            groups.append(cur)
+            cur = [v]
+    groups.append(cur)
+    return {float(v): _sig(float(np.median(g))) for g in groups for v in g}
+
+
+def _metric(v) -> float:
+    """A metric value, NaN when missing (None, NaN, infinite)."""
+    if v is None:
+        return math.nan
+    v = float(v)
+    return v if math.isfinite(v) else math.nan
+
+
+def _protocol_value(v):
+    return _sig(v) if isinstance(v, float) else v
+
+
+def _labels(keys: list[tuple], fields: list[str], budgets: list) -> list[str]:
+    """Unique labels: dataset and keep, every protocol field that differs, and T."""
+    shown = [f for f in ("dataset", "keep") if f in fields]
+    shown += [f for i, f in enumerate(fields)
+              if f not in shown and len({k[i] for k in keys}) > 1]
+    out = []
+    for key, T in zip(keys, budgets):
+        g = dict(zip(fields, key))
+        parts = [str(g["dataset"])] if "dataset" in shown and g["dataset"] is not None else []
+        parts += [f"{f}={_fmt(g[f])}" for f in shown if f != "dataset"]
+        if T is not None:
+            parts.append(f"T={T:g}")
+        out.append(" ".join(parts) or "boundary")
+    return out
 
 
 def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bool = True,
-                       metric: str = "eval_acc", xi: bool = True) -> list[Boundary]:
-    """One ``Boundary`` per sweep (rows sharing every ``PROTOCOL`` field); see module docstring."""
+                       metric: str = "eval_acc", per_step: str = "last", n_classes: int | None = None,
+                       activation: str | None = None, sigma_b2: float | None = None,
+                       keep: float | None = None, xi: bool = True) -> list[Boundary]:
+    """One boundary per protocol (``per_step='last'``) or per (protocol, budget T) (``'each'``).
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per evaluation of a network: ``sigma_w2``, ``depth``, the metric and any of
+        ``PROTOCOL``, ``steps``, ``seed`` (see the module docstring).
+    threshold : float
+        Relative position between chance and the best cell, in (0, 1); with ``relative=False`` an
+        accuracy in [0, 1].
+    metric : str
+        The accuracy column.
+    per_step : {'last', 'each'}
+        How evaluations of one network at several steps are used (module docstring).
+    n_classes : int, optional
+        Classes for the chance level (default: from the data set name; 10 with a warning).
+    activation, sigma_b2, keep : optional
+        Theory parameters for rows that lack these columns (default tanh, 0.05, 1.0 with a
+        warning naming each defaulted field).
+    xi : bool
+        Compute the theory depth scales (False leaves them NaN).
+
+    Returns
+    -------
+    list of Boundary
+        Sorted by protocol, then budget; labels are unique.
+
+    Raises
+    ------
+    ValueError
+        Empty rows, a missing required column, parameters out of range.
+    """
     if not rows:
         raise ValueError("rows is empty: nothing to extract a boundary from")
-    if metric not in rows[0]:
-        raise ValueError(f"metric must be a column of the rows, got {metric!r}")
+    if per_step not in ("last", "each"):
+        raise ValueError(f"per_step must be 'last' or 'each', got {per_step!r}")
     if relative and not (0 < threshold < 1):
         raise ValueError(f"a relative threshold must be in (0, 1), got {threshold}")
-    groups = defaultdict(list)
+    if not relative and not (0 <= threshold <= 1):
+        raise ValueError(f"an absolute threshold (accuracy) must be in [0, 1], got {threshold}")
+    if n_classes is not None and n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    for i, r in enumerate(rows):
+        missing = [c for c in ("sigma_w2", "depth", metric) if c not in r]
+        if missing:
+            raise ValueError(f"row {i} lacks the column(s) {missing}; it has {sorted(r)}")
+        if not (isinstance(r["sigma_w2"], (int, float)) and math.isfinite(r["sigma_w2"])
+                and r["sigma_w2"] > 0):
+            raise ValueError(f"row {i}: sigma_w2 must be finite and > 0, got {r['sigma_w2']!r}")
+    given = {"activation": activation, "sigma_b2": sigma_b2, "keep": keep}
+    fill = {}
+    for name, default in THEORY_DEFAULTS.items():
+        if name in rows[0]:
+            if given[name] is not None:
+                raise ValueError(f"{name}={given[name]} given but the rows have a {name} column "
+                                 f"(use one or the other)")
+            continue
+        if given[name] is None:
+            warnings.warn(f"no {name} column: {name} = {default} assumed (give --{name.replace('_', '-')})",
+                          stacklevel=2)
+        fill[name] = default if given[name] is None else given[name]
+    fields = [f for f in PROTOCOL if f in rows[0] or f in fill]
+    has_steps = "steps" in rows[0]
+    grid = _grid_values(r["sigma_w2"] for r in rows)
+
+    # one entry per evaluation: (protocol key, network, steps, value)
+    evals = []
+    dropped_untrained = 0
     for r in rows:
-        groups[tuple(r[k] for k in PROTOCOL)].append(r)
+        steps = r["steps"] if has_steps else None
+        if steps is not None and steps <= 0:
+            dropped_untrained += 1
+            continue
+        key = tuple(_protocol_value(fill[f] if f in fill else r.get(f)) for f in fields)
+        net = (key, grid[float(r["sigma_w2"])], int(r["depth"]), r.get("seed"))
+        evals.append((net, steps, _metric(r[metric])))
+    if dropped_untrained:
+        warnings.warn(f"{dropped_untrained} rows at steps <= 0 (untrained) dropped: not a budget",
+                      stacklevel=2)
+    # cell values per (protocol, budget)
+    cells = defaultdict(lambda: defaultdict(list))   # (key, T) -> (sigma_w2, depth) -> values
+    if per_step == "each" or not has_steps:
+        for net, steps, v in evals:
+            if math.isfinite(v):
+                cells[(net[0], steps)][net[1:3]].append(v)
+    else:
+        last = {}
+        for net, steps, v in evals:
+            if math.isfinite(v) and (net not in last or steps > last[net][0]):
+                last[net] = (steps, [v])
+            elif math.isfinite(v) and steps == last[net][0]:
+                last[net][1].append(v)   # replicate rows of one evaluation are averaged
+        ends = defaultdict(set)
+        for net, (steps, _) in last.items():
+            ends[net[0]].add(steps)
+        for net, (steps, vals) in last.items():
+            cells[(net[0], max(ends[net[0]]))][net[1:3]].extend(vals)
+        for key, s in ends.items():
+            if len(s) > 1:
+                warnings.warn(f"networks of protocol {dict(zip(fields, key))} end at different "
+                              f"steps ({min(s)} to {max(s)}); each network's last step is used",
+                              stacklevel=2)
+    if not cells:
+        raise ValueError(f"no row has a recorded {metric}: nothing to extract a boundary from")
+    best = defaultdict(float)
+    for (key, _), cell in cells.items():
+        best[key] = max(best[key], max(float(np.mean(v)) for v in cell.values()))
+
+    groups = sorted(cells, key=lambda kt: (str(kt[0]), kt[1] if kt[1] is not None else 0))
+    labels = _labels([k for k, _ in groups], fields, [T for _, T in groups])
+    warned_chance = False
     out = []
-    for gkey, grows in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        g = dict(zip(PROTOCOL, gkey))
-        acc = defaultdict(list)
-        for r in grows:
-            v = r[metric]
-            acc[(r["sigma_w2"], r["depth"])].append(0.0 if v is None or not math.isfinite(v) else v)
-        mean = {k: float(np.mean(v)) for k, v in acc.items()}
-        chance = 1.0 / N_CLASSES.get(g["dataset"], 10)
-        thr = chance + threshold * (max(mean.values()) - chance) if relative else threshold
-        sig = np.array(sorted({k[0] for k in mean}))
+    for (key, T), label in zip(groups, labels):
+        g = dict(zip(fields, key))
+        mean = {k: float(np.mean(v)) for k, v in cells[(key, T)].items()}
+        if n_classes is None and g.get("dataset") not in N_CLASSES and relative and not warned_chance:
+            warnings.warn(f"data set {g.get('dataset')!r} has no known number of classes: chance "
+                          f"accuracy 1/10 assumed (give --classes)", stacklevel=2)
+            warned_chance = True
+        chance = 1.0 / (n_classes or N_CLASSES.get(g.get("dataset"), 10))
+        thr = (max(chance + threshold * (best[key] - chance), chance + MIN_LIFT) if relative
+               else threshold)
+        sig = np.array(sorted({s for s, _ in mean}))
+        all_depths = np.array(sorted({d for _, d in mean}))
+        acc = np.full((len(all_depths), len(sig)), np.nan)
         L, cens, lo, hi = [], [], [], []
-        for s in sig:
+        for j, s in enumerate(sig):
             depths = np.array(sorted(d for (ss, d) in mean if ss == s))
+            acc[np.searchsorted(all_depths, depths), j] = [mean[(s, d)] for d in depths]
             ok = np.array([mean[(s, d)] >= thr for d in depths])
-            ks = _cut(depths, ok)
+            ks = _cut(ok)
             if ks.min() == len(depths):
                 L.append(depths[-1]); cens.append(1); lo.append(depths[-1]); hi.append(np.nan)
             elif ks.max() == 0:
@@ -152,243 +447,1082 @@ def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bo
                 mids = [math.log(depths[k - 1] * depths[k]) / 2 for k in ks]
                 L.append(math.exp(float(np.mean(mids))))
                 cens.append(0); lo.append(depths[ks.min() - 1]); hi.append(depths[ks.max()])
-        label = f"{g['dataset']} keep={g['keep']:g} width={g['width']} steps={g['steps']}"
         if xi:
-            xi_c, xi_1 = depth_scales(sig, g["keep"], activation=g["activation"],
-                                      sigma_b2=g["sigma_b2"])
+            xi_c, xi_1 = depth_scales(sig, g["keep"], activation=g["activation"], sigma_b2=g["sigma_b2"])
         else:
             xi_c = xi_1 = np.full(len(sig), np.nan)
         out.append(Boundary(label, g["keep"], sig, np.array(L, float), np.array(cens), xi_c, xi_1,
-                            np.array(lo, float), np.array(hi, float), thr))
+                            np.array(lo, float), np.array(hi, float), thr,
+                            budget=float(T) if T is not None else None,
+                            protocol=tuple(zip(fields, key)), activation=g["activation"],
+                            sigma_b2=g["sigma_b2"], depths=all_depths.astype(float), accuracy=acc))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reading tables and databases
+
+_MISSING = {"", "nan", "na", "n/a", "none", "null"}
+_INT_FIELDS = {"depth", "steps", "seed", "width", "batch_size", "max_steps", "data_seed",
+               "eval_size", "test_size"}
+_FLOAT_FIELDS = {"sigma_w2", "accuracy", "keep", "sigma_b2", "lr"}
+TABLE_COLUMNS = ("sigma_w2", "depth", "accuracy", "steps", "seed") + PROTOCOL
+_CHECKS = {   # column -> (test, valid range text)
+    "sigma_w2": (lambda v: math.isfinite(v) and v > 0, "finite and > 0"),
+    "depth": (lambda v: v >= 1, ">= 1"),
+    "accuracy": (lambda v: 0 <= v <= 1, "in [0, 1] (a fraction, not a percentage)"),
+    "keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "sigma_b2": (lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
+    "lr": (lambda v: math.isfinite(v) and v > 0, "finite and > 0"),
+    "steps": (lambda v: v >= 0, ">= 0"),
+    "max_steps": (lambda v: v >= 1, ">= 1"),
+    "width": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _parse_cell(name: str, text: str, where: str):
+    t = text.strip()
+    if t.lower() in _MISSING:
+        if name in ("sigma_w2", "depth", "steps") or name in THEORY_DEFAULTS:
+            raise ValueError(f"{where}: {name} is empty; every row needs it")
+        return None
+    if name in _FLOAT_FIELDS or name in _INT_FIELDS:
+        try:
+            v = float(t)
+        except ValueError:
+            raise ValueError(f"{where}: {name} must be a number, got {t!r}") from None
+        if name in _INT_FIELDS:
+            if not (math.isfinite(v) and abs(v - round(v)) <= 1e-9 * max(1.0, abs(v))):
+                raise ValueError(f"{where}: {name} must be an integer, got {t!r}")
+            v = round(v)
+        test, text_range = _CHECKS.get(name, (lambda v: True, ""))
+        if not test(v):
+            raise ValueError(f"{where}: {name} must be {text_range}, got {t!r}")
+        return v
+    if name == "activation":
+        from meanfield.activations import ACTIVATIONS
+        if t not in ACTIVATIONS:
+            raise ValueError(f"{where}: activation must be one of {list(ACTIVATIONS)}, got {t!r}")
+    return t
+
+
+def read_table(path, *, dataset: str | None = None) -> list[dict]:
+    """Rows of a long-format CSV heatmap (module docstring), validated and typed.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV file with a header line.
+    dataset : str, optional
+        Keep only rows of this data set.
+
+    Returns
+    -------
+    list of dict
+        One dict per data line with the known columns present in the file; ``accuracy`` is None
+        where missing.
+
+    Raises
+    ------
+    ValueError
+        Unreadable file, missing required columns, a malformed or out-of-range cell (the message
+        names the line and the column).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the table {path}: {e}") from None
+    lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines())
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise ValueError(f"table {path} is empty")
+    reader = csv.reader([ln for _, ln in lines])
+    header = [h.strip().lower() for h in next(reader)]
+    missing = [c for c in ("sigma_w2", "depth", "accuracy") if c not in header]
+    if missing:
+        raise ValueError(f"table {path} lacks the required column(s) {missing}; its columns are "
+                         f"{header} (required: sigma_w2, depth, accuracy; optional: "
+                         f"{', '.join(c for c in TABLE_COLUMNS[3:])})")
+    if len(set(header)) != len(header):
+        raise ValueError(f"table {path} repeats a column name: {header}")
+    unknown = [h for h in header if h not in TABLE_COLUMNS]
+    if unknown:
+        warnings.warn(f"table columns not used: {', '.join(unknown)}", stacklevel=2)
+    used = [(j, h) for j, h in enumerate(header) if h in TABLE_COLUMNS]
+    rows = []
+    for (lineno, _), cells in zip(lines[1:], reader):
+        where = f"{path.name} line {lineno}"
+        if len(cells) != len(header):
+            raise ValueError(f"{where} has {len(cells)} fields, the header has {len(header)}")
+        row = {h: _parse_cell(h, cells[j], where) for j, h in used}
+        if dataset is None or row.get("dataset") == dataset:
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"table {path} has no data rows" + (f" for dataset {dataset!r}" if dataset else ""))
+    return rows
+
+
+def read_db(path, *, dataset: str | None = None) -> list[dict]:
+    """Rows of a ``experiments.trainability`` SQLite store.
+
+    Rows without a ``max_steps`` column (stores written before checkpoints) are single evaluations
+    of networks trained for ``steps``: ``max_steps`` is set to ``steps``.
+
+    Raises
+    ------
+    ValueError
+        The file does not exist or holds no rows (for ``dataset``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--db must name an existing results database, got {path}")
+    from .trainability import open_store
+    with open_store(path) as st:
+        rows = st.rows() if dataset is None else st.rows(dataset=dataset)
+    if not rows:
+        raise ValueError(f"database {path} has no rows" + (f" for dataset {dataset!r}" if dataset else ""))
+    if "max_steps" not in rows[0]:
+        rows = [dict(r, max_steps=r["steps"]) for r in rows]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# laws
 
 
 @dataclass(frozen=True)
 class Law:
-    """A trainable-depth law ``L = f(theta, xi_c, xi_1)``; ``theta`` are the constants."""
+    """A trainable-depth law ``L = predict(theta, xi_c, xi_1, T)``.
+
+    ``theta`` entries may be arrays of shape (B, 1) (B fits at once); ``positive`` constants are
+    fitted as ``ln theta``; ``min_budgets`` is the number of distinct budgets T a fit needs (the
+    law's T-dependent constants; 0 for budget-blind laws).
+    """
 
     name: str
     param_names: tuple[str, ...]
-    predict: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-    to_theta: Callable[[np.ndarray], np.ndarray]     # unconstrained u -> theta
-    from_theta: Callable[[np.ndarray], np.ndarray]
+    predict: Callable
+    positive: tuple[bool, ...]
     init: tuple[float, ...]
+    min_budgets: int = 0
+
+    def to_theta(self, u):
+        return [np.exp(ui) if pos else ui for ui, pos in zip(u, self.positive)]
+
+    def from_theta(self, theta) -> np.ndarray:
+        return np.array([math.log(t) if pos else t for t, pos in zip(theta, self.positive)], float)
 
 
-_exp, _log = (lambda u: np.exp(u)), (lambda t: np.log(t))
 LAWS = {
-    "a*xi_c": Law("a*xi_c", ("a",), lambda t, xc, x1: t[0] * xc, _exp, _log, (6.0,)),
-    "a*xi_1": Law("a*xi_1", ("a",), lambda t, xc, x1: t[0] * x1, _exp, _log, (6.0,)),
-    "a*min(xi_1,xi_c)": Law("a*min(xi_1,xi_c)", ("a",), lambda t, xc, x1: t[0] * np.minimum(xc, x1),
-                            _exp, _log, (6.0,)),
-    "a*xi_c+b": Law("a*xi_c+b", ("a", "b"), lambda t, xc, x1: t[0] * xc + t[1],
-                    lambda u: np.array([np.exp(u[0]), u[1]]),
-                    lambda t: np.array([np.log(t[0]), t[1]]), (6.0, 0.0)),
+    "a*xi_c": Law("a*xi_c", ("a",), lambda t, xc, x1, T=None: t[0] * xc, (True,), (6.0,)),
+    "a*xi_1": Law("a*xi_1", ("a",), lambda t, xc, x1, T=None: t[0] * x1, (True,), (6.0,)),
+    "a*min(xi_1,xi_c)": Law("a*min(xi_1,xi_c)", ("a",),
+                            lambda t, xc, x1, T=None: t[0] * np.minimum(xc, x1), (True,), (6.0,)),
+    "a*xi_c+b": Law("a*xi_c+b", ("a", "b"), lambda t, xc, x1, T=None: t[0] * xc + t[1],
+                    (True, False), (6.0, 0.0)),
     # null model: a depth limit that ignores the theory (e.g. set by the training budget)
-    "constant": Law("constant", ("b",), lambda t, xc, x1: np.full_like(xc, t[0]), _exp, _log, (20.0,)),
+    "constant": Law("constant", ("b",), lambda t, xc, x1, T=None: t[0] + 0.0 * xc, (True,), (20.0,)),
     "two-scale": Law("two-scale", ("a", "b"),
-                     lambda t, xc, x1: 1.0 / (1.0 / (t[0] * xc) + 1.0 / (t[1] * x1)),
-                     _exp, _log, (6.0, 12.0)),
+                     lambda t, xc, x1, T=None: 1.0 / (1.0 / (t[0] * xc) + 1.0 / (t[1] * x1)),
+                     (True, True), (6.0, 12.0)),
 }
-REFERENCE = Law("6*xi_c", (), lambda t, xc, x1: 6.0 * xc, lambda u: u, lambda t: t, ())
+REFERENCE = Law("6*xi_c", (), lambda t, xc, x1, T=None: 6.0 * xc, (), ())
+SCALES = {"xi_c": lambda xc, x1: xc, "xi_1": lambda xc, x1: x1,
+          "min(xi_1,xi_c)": lambda xc, x1: np.minimum(xc, x1)}
 
 
-def _residuals(law: Law, theta, b_L, b_c, xc, x1) -> np.ndarray:
-    pred = np.maximum(law.predict(theta, xc, x1), 1e-3)
-    r = np.log(pred) - np.log(b_L)
-    r = np.where(b_c == 1, np.minimum(r, 0.0), r)
-    return np.where(b_c == -1, np.maximum(r, 0.0), r)
+def budget_laws(scale: str = "xi_c") -> dict[str, Law]:
+    """Budget-aware laws ``L = a(T) * scale`` and the budget-blind ``a * scale``.
+
+    Parameters
+    ----------
+    scale : {'xi_c', 'xi_1', 'min(xi_1,xi_c)'}
+        The depth scale multiplied by a(T).
+
+    Returns
+    -------
+    dict of Law
+        ``a*<scale>`` (a constant), ``(a0+a1 ln T)*<scale>``, ``a*T^b*<scale>`` and
+        ``a_inf*T/(T+T_half)*<scale>`` (saturating).
+
+    Raises
+    ------
+    ValueError
+        Unknown scale.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
+    f = SCALES[scale]
+    return {
+        f"a*{scale}": LAWS[f"a*{scale}"],
+        f"(a0+a1 ln T)*{scale}": Law(f"(a0+a1 ln T)*{scale}", ("a0", "a1"),
+                                     lambda t, xc, x1, T: (t[0] + t[1] * np.log(T)) * f(xc, x1),
+                                     (False, False), (6.0, 0.0), 2),
+        f"a*T^b*{scale}": Law(f"a*T^b*{scale}", ("a", "b"),
+                              lambda t, xc, x1, T: t[0] * T ** t[1] * f(xc, x1),
+                              (True, False), (6.0, 0.0), 2),
+        f"a_inf*T/(T+T_half)*{scale}": Law(f"a_inf*T/(T+T_half)*{scale}", ("a_inf", "T_half"),
+                                           lambda t, xc, x1, T: t[0] * T / (T + t[1]) * f(xc, x1),
+                                           (True, True), (6.0, 100.0), 2),
+    }
 
 
-def _fit_theta(law: Law, L, c, xc, x1) -> np.ndarray:
-    if not law.param_names:
-        return np.array([])
-    fun = lambda u: _residuals(law, law.to_theta(u), L, c, xc, x1)
-    u0 = law.from_theta(np.array(law.init, dtype=float))
-    best = None
-    # a couple of starts: censored hinge losses have flat regions
-    for scale in (1.0, 0.3, 3.0):
-        u_start = u0.copy()
-        u_start[0] = u0[0] + math.log(scale)
-        sol = least_squares(fun, u_start, method="lm" if len(L) > len(u0) else "trf")
-        if best is None or sol.cost < best.cost:
-            best = sol
-    return law.to_theta(best.x)
+def get_law(law) -> Law:
+    """A law by name (``LAWS``, any ``budget_laws`` scale, ``REFERENCE``), or ``law`` itself."""
+    if isinstance(law, Law):
+        return law
+    for table in (LAWS, *(budget_laws(s) for s in SCALES)):
+        if law in table:
+            return table[law]
+    if law == REFERENCE.name:
+        return REFERENCE
+    raise ValueError(f"law must be a Law or one of {list(LAWS)} (or a budget law), got {law!r}")
 
 
-def rms_log_error(law: Law, theta, b: Boundary) -> float:
-    """RMS of the censoring-aware log residuals of ``law`` on boundary ``b``."""
-    r = _residuals(law, theta, b.L_max, b.censor, b.xi_c, b.xi_1)
+# ---------------------------------------------------------------------------------------------
+# censored-normal (Tobit) fit
+
+
+@dataclass(frozen=True)
+class _Data:
+    y: np.ndarray         # ln L_max, shape (n,)
+    c: np.ndarray
+    xc: np.ndarray
+    x1: np.ndarray
+    T: np.ndarray         # budget per point (NaN: unknown)
+    unit: np.ndarray      # bootstrap unit index per point
+    n_units: int
+    unit_note: str
+
+
+def _stack(bs: list[Boundary]) -> _Data:
+    cat = lambda name: np.concatenate([np.asarray(getattr(b, name), float) for b in bs])
+    T = np.concatenate([np.full(len(b.L_max), b.budget if b.budget is not None else np.nan)
+                        for b in bs])
+    protos = [b.protocol if b.protocol is not None else ("#", i) for i, b in enumerate(bs)]
+    distinct = list(dict.fromkeys(protos))
+    if len(distinct) >= 2:
+        unit = np.concatenate([np.full(len(b.L_max), distinct.index(p)) for b, p in zip(bs, protos)])
+        note = f"resampling whole protocols ({len(distinct)})"
+    else:
+        sw = np.array([_sig(v) for v in cat("sigma_w2")])
+        values, unit = np.unique(sw, return_inverse=True)
+        note = (f"resampling the {len(values)} boundary points (one protocol)" if len(bs) == 1 else
+                f"resampling the {len(values)} sigma_w^2 grid points of one protocol, each with all "
+                f"its budgets")
+    return _Data(np.log(cat("L_max")), np.concatenate([np.asarray(b.censor, int) for b in bs]),
+                 cat("xi_c"), cat("xi_1"), T, np.asarray(unit), int(np.max(unit)) + 1, note)
+
+
+def _tobit_nll(law: Law, phi: np.ndarray, d: _Data, W: np.ndarray) -> np.ndarray:
+    """Negative log-likelihood (without the constant) of each row of ``phi`` = (u, ln(sigma -
+    SIGMA_MIN)) under point weights ``W``, shape (B, n)."""
+    from scipy.special import log_ndtr
+    theta = law.to_theta(phi[:, :-1].T[..., None])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        pred = law.predict(theta, d.xc, d.x1, d.T)
+    mu = np.log(np.maximum(np.nan_to_num(pred, nan=PRED_FLOOR), PRED_FLOOR))
+    s = SIGMA_MIN + np.exp(phi[:, -1:])
+    z = (d.y - mu) / s
+    ell = 0.5 * z ** 2 + np.log(s)
+    right, left = d.c == 1, d.c == -1
+    if right.any():
+        ell[:, right] = -log_ndtr(-z[:, right])   # P(ln L > ln value)
+    if left.any():
+        ell[:, left] = -log_ndtr(z[:, left])
+    return np.sum(W * ell, axis=1)
+
+
+def _minimize(f, phi: np.ndarray, lo: np.ndarray, hi: np.ndarray, maxit: int = 300) -> np.ndarray:
+    """Levenberg-Marquardt on B small problems at once: ``f(phi_rows, idx)`` -> values (B',).
+
+    Central-difference gradient and Hessian (the parameter count is <= 3); a step is taken where it
+    lowers f, else the damping grows; a problem stops when f changes by < 1e-11 relative."""
+    phi = np.clip(phi.astype(float), lo, hi)
+    B, dim = phi.shape
+    fx = f(phi, np.arange(B))
+    lam = np.full(B, 1e-3)
+    active = np.ones(B, bool)
+    h = 1e-4
+    eye = np.eye(dim)
+    for _ in range(maxit):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        p, f0 = phi[idx], fx[idx]
+        fp = np.stack([f(p + h * eye[i], idx) for i in range(dim)], 1)
+        fm = np.stack([f(p - h * eye[i], idx) for i in range(dim)], 1)
+        g = (fp - fm) / (2 * h)
+        H = np.zeros((idx.size, dim, dim))
+        for i in range(dim):
+            H[:, i, i] = (fp[:, i] - 2 * f0 + fm[:, i]) / h ** 2
+        for i, j in itertools.combinations(range(dim), 2):
+            fpp = f(p + h * (eye[i] + eye[j]), idx)
+            fmm = f(p - h * (eye[i] + eye[j]), idx)
+            H[:, i, j] = H[:, j, i] = (fpp - fp[:, i] - fp[:, j] + 2 * f0 - fm[:, i] - fm[:, j]
+                                       + fmm) / (2 * h ** 2)
+        D = np.abs(np.diagonal(H, axis1=1, axis2=2)) + 1e-9
+        A = H + lam[idx, None, None] * (D[:, :, None] * eye)
+        step = -np.einsum("bij,bj->bi", np.linalg.pinv(A), g)
+        new = np.clip(p + step, lo, hi)
+        fn = f(new, idx)
+        better = np.isfinite(fn) & (fn < f0)
+        small = np.abs(fn - f0) <= 1e-11 * (1 + np.abs(f0))
+        phi[idx[better]], fx[idx[better]] = new[better], fn[better]
+        lam[idx] = np.where(better, lam[idx] * 0.2, lam[idx] * 10)
+        # done: f no longer changes (at the optimum to rounding), or no step helps any more
+        active[idx[small | (lam[idx] > 1e10) | np.all(new == p, axis=1)]] = False
+    return phi
+
+
+def _bounds(law: Law) -> tuple[np.ndarray, np.ndarray]:
+    lo = [-30.0 if pos else -1e6 for pos in law.positive] + [-40.0]
+    hi = [30.0 if pos else 1e6 for pos in law.positive] + [3.0]
+    return np.array(lo), np.array(hi)
+
+
+def _starts(law: Law) -> np.ndarray:
+    """Starting points: each constant at 0.3, 1 and 3 times its initial value (or +-0.5 for a
+    free constant), sigma at 0.2."""
+    options = []
+    for t, pos in zip(law.init, law.positive):
+        options.append([t * m for m in (1.0, 0.3, 3.0)] if pos
+                       else [t + dt * max(1.0, abs(t)) for dt in (0.0, -0.5, 0.5)])
+    return np.array([np.append(law.from_theta(c), math.log(0.2 - SIGMA_MIN))
+                     for c in itertools.product(*options)])
+
+
+def _check_fittable(law: Law, d: _Data, W: np.ndarray) -> np.ndarray:
+    """Rows of W whose points can identify the law (enough interior points and budgets)."""
+    interior = (W > 0) & (d.c == 0)
+    ok = interior.sum(1) >= len(law.param_names)
+    if law.min_budgets:
+        n_T = np.array([len(np.unique(d.T[row])) for row in interior])
+        ok &= n_T >= law.min_budgets
+    return ok & (W.sum(1) > 0)
+
+
+def _requirement(law: Law, d: _Data) -> str | None:
+    """Why ``law`` cannot be fitted to ``d`` (None: it can)."""
+    if len(d.y) == 0:
+        return "cannot fit (no points)"
+    if law.min_budgets and not np.all(np.isfinite(d.T)):
+        return "cannot fit (needs training budgets T: a steps column)"
+    n_int = int(np.sum(d.c == 0))
+    if n_int < len(law.param_names):
+        return f"cannot fit (needs >= {len(law.param_names)} interior points, has {n_int})"
+    if law.min_budgets:
+        n_T = len(np.unique(d.T[d.c == 0]))
+        if n_T < law.min_budgets:
+            return f"cannot fit (needs >= {law.min_budgets} budgets with interior points, has {n_T})"
+    return None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted law.
+
+    ``ci_low`` / ``ci_high`` are NaN when there is no interval (``ci_note`` says why); ``sigma`` is
+    the fitted scatter of ln L_max about the law; ``rmse`` the in-sample RMS log error (censored
+    points count only when violated); ``aic = 2 (constants + 1) + 2 nll``.
+    """
+
+    law: str
+    param_names: tuple[str, ...]
+    theta: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    rmse: float
+    n_points: int
+    n_censored: int
+    sigma: float = float("nan")
+    nll: float = float("nan")
+    aic: float = float("nan")
+    ci_note: str = ""
+
+
+@dataclass(frozen=True)
+class NoFit:
+    """A law that could not be fitted, and why."""
+
+    law: str
+    reason: str
+
+
+def _log_residuals(law: Law, theta, d: _Data) -> np.ndarray:
+    pred = np.maximum(law.predict(list(theta), d.xc, d.x1, d.T), PRED_FLOOR)
+    r = np.log(pred) - d.y
+    r = np.where(d.c == 1, np.minimum(r, 0.0), r)
+    return np.where(d.c == -1, np.maximum(r, 0.0), r)
+
+
+def rms_log_error(law: Law | str, theta, b: Boundary | list[Boundary]) -> float:
+    """RMS of the log residuals ``ln L_law - ln L_max`` over the points of ``b``; a censored point
+    counts only when the law violates its bound (a score of predictions, not the fit likelihood)."""
+    bs = [b] if isinstance(b, Boundary) else list(b)
+    r = _log_residuals(get_law(law), theta, _stack(bs))
     return float(np.sqrt(np.mean(r ** 2)))
 
 
 def _expanded_alpha(alpha: float, n: int, p: int) -> float:
     """Tail level of the *expanded* percentile bootstrap interval (Hesterberg 2015): the plain
-    percentile interval is too narrow for the few (7-10) boundary points of a sweep; the z quantile
-    is replaced by ``sqrt(n / (n - p)) t_{n-p}``."""
+    percentile interval is too narrow for the few (7-10) points or protocols of a fit; the z
+    quantile is replaced by ``sqrt(n / (n - p)) t_{n-p}``."""
     from scipy.stats import norm, t
     df = max(n - p, 1)
     z = math.sqrt(n / df) * t.ppf(1 - alpha / 2, df)
     return float(2 * norm.sf(z))
 
 
-@dataclass(frozen=True)
-class FitResult:
-    law: str
-    param_names: tuple[str, ...]
-    theta: np.ndarray
-    ci_low: np.ndarray
-    ci_high: np.ndarray
-    rmse: float                # in-sample RMS log error
-    n_points: int
-    n_censored: int
-
-
 def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: int = 1000,
             seed: int = 0, level: float = 0.95) -> FitResult:
-    """Fit one law to the pooled points of ``boundaries`` with a percentile-bootstrap CI."""
-    law = LAWS[law] if isinstance(law, str) else law
+    """Fit one law to the pooled points of ``boundaries`` by censored-normal maximum likelihood.
+
+    Parameters
+    ----------
+    law : Law or str
+        A law or its name (``LAWS``, ``budget_laws``, ``REFERENCE``).
+    boundaries : Boundary or list of Boundary
+        Points to fit; budget-aware laws need every boundary's ``budget``.
+    n_boot : int
+        Bootstrap resamples: 0 (no interval) or >= ``MIN_BOOT``.
+    seed : int
+        Seed of the resampling.
+    level : float
+        Confidence level of the expanded percentile interval, in (0, 1).
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    ValueError
+        Too few interior points or budgets for the law (the message starts "cannot fit"), bad
+        ``n_boot`` or ``level``.
+
+    References
+    ----------
+    Tobin (1958) for the censored-normal likelihood; Hesterberg (2015) for the expanded interval.
+    """
+    law = get_law(law)
+    if n_boot != 0 and n_boot < MIN_BOOT:
+        raise ValueError(f"n_boot must be 0 (no confidence interval) or >= {MIN_BOOT}, got {n_boot}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     bs = [boundaries] if isinstance(boundaries, Boundary) else list(boundaries)
-    L = np.concatenate([b.L_max for b in bs]); c = np.concatenate([b.censor for b in bs])
-    xc = np.concatenate([b.xi_c for b in bs]); x1 = np.concatenate([b.xi_1 for b in bs])
-    if np.sum(c == 0) < len(law.param_names):
-        raise ValueError(f"law {law.name} needs at least {len(law.param_names)} interior "
-                         f"(uncensored) boundary points, got {int(np.sum(c == 0))}")
-    theta = _fit_theta(law, L, c, xc, x1)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot if law.param_names else 0):
-        i = rng.integers(0, len(L), len(L))
-        if np.sum(c[i] == 0) < len(law.param_names):
-            continue
-        boots.append(_fit_theta(law, L[i], c[i], xc[i], x1[i]))
-    if boots:
-        boots = np.array(boots)
-        alpha = _expanded_alpha(1 - level, len(L), len(law.param_names)) / 2
-        lo, hi = np.quantile(boots, alpha, axis=0), np.quantile(boots, 1 - alpha, axis=0)
+    if not bs:
+        raise ValueError("boundaries is empty: nothing to fit")
+    d = _stack(bs)
+    why = _requirement(law, d)
+    if why is not None:
+        raise ValueError(f"law {law.name}: {why}")
+    lo, hi = _bounds(law)
+    starts = _starts(law)
+
+    def f_of(W):
+        return lambda phi, idx: _tobit_nll(law, phi, d, W[idx])
+    ones = np.ones((len(starts), len(d.y)))
+    phis = _minimize(f_of(ones), starts, lo, hi)
+    vals = _tobit_nll(law, phis, d, ones)
+    phi = phis[int(np.argmin(vals))]
+    p = len(law.param_names)
+    theta = np.array([float(t) for t in law.to_theta(phi[:-1])])
+    nll = float(np.min(vals))
+
+    ci_lo = ci_hi = np.full(p, np.nan)
+    if p == 0:
+        note = "no constants"
+    elif n_boot == 0:
+        note = "no CI (0 resamples)"
+    elif d.n_units < 2:
+        note = f"no CI ({d.n_units} resampling unit)"
     else:
-        lo = hi = theta
-    r = _residuals(law, theta, L, c, xc, x1)
-    return FitResult(law.name, law.param_names, theta, lo, hi, float(np.sqrt(np.mean(r ** 2))),
-                     len(L), int(np.sum(c != 0)))
+        rng = np.random.default_rng(seed)
+        counts = rng.multinomial(d.n_units, np.full(d.n_units, 1.0 / d.n_units), size=n_boot)
+        W = counts[:, d.unit].astype(float)
+        W = W[_check_fittable(law, d, W)]
+        if len(W) < n_boot / 2:
+            note = (f"no CI (only {len(W)} of {n_boot} resamples have enough interior points; "
+                    f"{d.unit_note})")
+        else:
+            boots = _minimize(f_of(W), np.tile(phi, (len(W), 1)), lo, hi)
+            tb = np.array([np.ravel(t) for t in law.to_theta(boots[:, :-1].T)]).T
+            alpha = _expanded_alpha(1 - level, d.n_units, p) / 2
+            ci_lo, ci_hi = np.quantile(tb, alpha, axis=0), np.quantile(tb, 1 - alpha, axis=0)
+            note = d.unit_note + (" (few units: a coarse interval)" if d.n_units < 5 else "")
+            if len(W) < n_boot:
+                note += f"; {n_boot - len(W)} resamples without enough interior points skipped"
+    r = _log_residuals(law, theta, d)
+    return FitResult(law.name, law.param_names, theta, np.asarray(ci_lo), np.asarray(ci_hi),
+                     float(np.sqrt(np.mean(r ** 2))), len(d.y), int(np.sum(d.c != 0)),
+                     float(SIGMA_MIN + math.exp(phi[-1])), nll, 2 * (p + 1) + 2 * nll, note)
 
 
-def fit_all(boundaries, *, n_boot: int = 1000, seed: int = 0) -> dict[str, FitResult]:
-    out = {name: fit_law(law, boundaries, n_boot=n_boot, seed=seed) for name, law in LAWS.items()}
-    out[REFERENCE.name] = fit_law(REFERENCE, boundaries, n_boot=0)
-    return out
+def _reason(e: ValueError) -> str:
+    """'law X: cannot fit (...)' -> 'cannot fit (...)'."""
+    return str(e).split(": ", 1)[-1]
 
 
-def compare_held_out(boundaries: list[Boundary], *, n_boot: int = 0, seed: int = 0) -> dict:
-    """For each law: fit on each sweep, score on every other. Returns
-    ``{law: {"errors": {(train_label, test_label): rmse}, "mean": float}}``."""
-    if len(boundaries) < 2:
-        raise ValueError("held-out comparison needs at least two sweeps (another keep or data set)")
+def fit_all(boundaries, *, laws: dict[str, Law] | None = None, n_boot: int = 1000,
+            seed: int = 0) -> dict[str, FitResult | NoFit]:
+    """Fit every law (default ``LAWS`` and ``REFERENCE``); a law that cannot be fitted is a
+    ``NoFit`` with the reason, the others are still fitted."""
+    laws = dict(LAWS, **{REFERENCE.name: REFERENCE}) if laws is None else laws
     out = {}
-    for name, law in [*LAWS.items(), (REFERENCE.name, REFERENCE)]:
-        errs = {}
-        for tr in boundaries:
-            try:
-                theta = fit_law(law, tr, n_boot=0).theta
-            except ValueError:
-                continue
-            for te in boundaries:
-                if te is not tr:
-                    errs[(tr.label, te.label)] = rms_log_error(law, theta, te)
-        out[name] = {"errors": errs, "mean": float(np.mean(list(errs.values()))) if errs else np.nan}
+    for name, law in laws.items():
+        try:
+            out[name] = fit_law(law, boundaries, n_boot=n_boot, seed=seed)
+        except ValueError as e:
+            if "cannot fit" not in str(e):
+                raise
+            out[name] = NoFit(name, _reason(e))
     return out
 
 
-def _fmt_theta(f: FitResult) -> str:
+def _held_out(laws: dict[str, Law], folds: list[tuple], score) -> dict:
+    """``folds``: (key, training boundaries, test boundaries); per law the score of each fold."""
+    out = {}
+    for name, law in laws.items():
+        errs, reasons = {}, []
+        for key, train, test in folds:
+            try:
+                theta = fit_law(law, train, n_boot=0).theta
+            except ValueError as e:
+                reasons.append(_reason(e))
+                continue
+            errs[key] = score(law, theta, test)
+        out[name] = {"errors": errs,
+                     "mean": float(np.mean(list(errs.values()))) if errs else math.nan,
+                     "reason": reasons[0] if reasons else None}
+    return out
+
+
+def compare_held_out(boundaries: list[Boundary], *, laws: dict[str, Law] | None = None) -> dict:
+    """Fit each law on one boundary, score it on every other boundary at the same budget.
+
+    Parameters
+    ----------
+    boundaries : list of Boundary
+        At least two at one budget (boundaries without a budget count as one budget).
+    laws : dict of Law, optional
+        Default ``LAWS`` and ``REFERENCE``.
+
+    Returns
+    -------
+    dict
+        ``{law: {"errors": {(i, j): rms}, "mean": float, "reason": str or None}}``: ``(i, j)``
+        indexes ``boundaries`` (fit on i, scored on j); ``reason`` says why a fold is missing.
+
+    Raises
+    ------
+    ValueError
+        No two boundaries at one budget.
+    """
+    laws = dict(LAWS, **{REFERENCE.name: REFERENCE}) if laws is None else laws
+    pairs = [(i, j) for i, a in enumerate(boundaries) for j, b in enumerate(boundaries)
+             if i != j and a.budget == b.budget]
+    if not pairs:
+        raise ValueError("held-out comparison needs at least two boundaries at the same budget "
+                         "(another keep, data set or panel)")
+    folds = [((i, j), [boundaries[i]], [boundaries[j]]) for i, j in pairs]
+    return _held_out(laws, folds, rms_log_error)
+
+
+def per_budget_constants(boundaries: list[Boundary], *, scale: str = "xi_c", n_boot: int = 1000,
+                         seed: int = 0) -> dict[float, FitResult | NoFit]:
+    """The constant a(T) of ``a*<scale>`` fitted separately at each budget T (protocols pooled).
+
+    Returns
+    -------
+    dict
+        ``{T: FitResult or NoFit}`` in increasing T.
+    """
+    law = budget_laws(scale)[f"a*{scale}"]
+    Ts = sorted({b.budget for b in boundaries if b.budget is not None})
+    return {T: fit_all([b for b in boundaries if b.budget == T], laws={law.name: law},
+                       n_boot=n_boot, seed=seed)[law.name] for T in Ts}
+
+
+def compare_budgets(boundaries: list[Boundary], *, scale: str = "xi_c") -> dict:
+    """Leave-one-budget-out comparison of the budget laws.
+
+    Each law of ``budget_laws(scale)`` is fitted on the boundaries of every budget but T and scored
+    (RMS log error, censoring-aware) on all points at T.
+
+    Returns
+    -------
+    dict
+        ``{law: {"errors": {T: rms}, "mean": float, "reason": str or None}}``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two distinct budgets.
+    """
+    Ts = sorted({b.budget for b in boundaries if b.budget is not None})
+    if len(Ts) < 2:
+        raise ValueError(f"held-out budgets need at least two distinct budgets T, got {len(Ts)}")
+    with_T = [b for b in boundaries if b.budget is not None]
+    folds = [(T, [b for b in with_T if b.budget != T], [b for b in with_T if b.budget == T])
+             for T in Ts]
+    return _held_out(budget_laws(scale), folds, rms_log_error)
+
+
+def held_out_winner(comp: dict, exclude=(REFERENCE.name,)) -> str | None:
+    """Smallest mean held-out error among the laws scored on the most folds."""
+    cand = {k: v for k, v in comp.items() if k not in exclude and np.isfinite(v["mean"])}
+    if not cand:
+        return None
+    most = max(len(v["errors"]) for v in cand.values())
+    return min((k for k, v in cand.items() if len(v["errors"]) == most), key=lambda k: cand[k]["mean"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole analysis, report and plot
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything ``report`` prints and ``plot`` draws (see ``run_fits``)."""
+
+    boundaries: tuple
+    labels: tuple                 # unique display labels, by index
+    per_boundary: tuple           # one {law: FitResult | NoFit} per boundary
+    pooled: dict | None           # over all boundaries (None with one boundary)
+    held_out: dict | None         # compare_held_out (None without two boundaries at one budget)
+    scale: str
+    per_budget: dict | None       # per_budget_constants (None with fewer than two budgets)
+    budget_fits: dict | None      # budget laws fitted on every budget
+    held_out_budgets: dict | None
+    best: str | None              # the law drawn by ``plot``
+    best_theta: np.ndarray
+    best_why: str
+    notes: tuple = ()
+
+
+def _unique_labels(bs) -> tuple:
+    count = defaultdict(int)
+    for b in bs:
+        count[b.label] += 1
+    return tuple(f"{b.label} #{i + 1}" if count[b.label] > 1 else b.label for i, b in enumerate(bs))
+
+
+def run_fits(boundaries: list[Boundary], *, n_boot: int = 1000, seed: int = 0, scale: str = "xi_c",
+             progress: bool = False, notes=()) -> Analysis:
+    """Per-boundary and pooled fits, held-out comparisons and the budget analysis.
+
+    Parameters
+    ----------
+    boundaries : list of Boundary
+    n_boot : int
+        Bootstrap resamples per fit (0: no confidence intervals, else >= ``MIN_BOOT``).
+    seed : int
+    scale : str
+        Depth scale of the budget laws (``SCALES``).
+    progress : bool
+        Show a tqdm bar (stderr, terminals only).
+    notes : sequence of str
+        Lines for the report header (e.g. warnings raised while reading).
+
+    Returns
+    -------
+    Analysis
+
+    Raises
+    ------
+    ValueError
+        No boundaries, bad ``n_boot`` or ``scale``.
+    """
+    bs = list(boundaries)
+    if not bs:
+        raise ValueError("boundaries is empty: nothing to fit")
+    if n_boot != 0 and n_boot < MIN_BOOT:
+        raise ValueError(f"n_boot must be 0 (no confidence interval) or >= {MIN_BOOT}, got {n_boot}")
+    budget_laws(scale)   # validates scale
+    Ts = sorted({b.budget for b in bs if b.budget is not None})
+    with_budgets = len(Ts) >= 2
+    from tqdm import tqdm
+    steps = len(bs) + (len(bs) > 1) + (2 * len(Ts) + 2 if with_budgets else 0)
+    bar = tqdm(total=steps, desc="fitting laws", unit="fit", disable=None if progress else True,
+               file=sys.stderr)
+    per_boundary = []
+    for b in bs:
+        per_boundary.append(fit_all([b], n_boot=n_boot, seed=seed))
+        bar.update()
+    pooled = None
+    if len(bs) > 1:
+        pooled = fit_all(bs, n_boot=n_boot, seed=seed)
+        bar.update()
+    try:
+        held = compare_held_out(bs)
+    except ValueError:
+        held = None
+    per_T = fits_T = held_T = None
+    if with_budgets:
+        per_T = per_budget_constants(bs, scale=scale, n_boot=n_boot, seed=seed)
+        bar.update(len(Ts))
+        fits_T = fit_all([b for b in bs if b.budget is not None], laws=budget_laws(scale),
+                         n_boot=n_boot, seed=seed)
+        bar.update(2)
+        held_T = compare_budgets(bs, scale=scale)
+        bar.update(len(Ts))
+    bar.close()
+    # the law to draw: budget winner, else held-out winner, else smallest AIC of the pooled fit
+    theta, best, why = np.array([]), None, "no law could be fitted"
+    chosen = None
+    if held_T is not None and held_out_winner(held_T) is not None:
+        best, why = held_out_winner(held_T), "smallest mean held-out-budget error"
+        chosen = fits_T[best]
+    elif held is not None and held_out_winner(held) is not None:
+        best, why = held_out_winner(held), "smallest mean held-out error"
+        chosen = (pooled or per_boundary[0])[best]
+    else:
+        fits = pooled or per_boundary[0]
+        ok = {k: v for k, v in fits.items() if isinstance(v, FitResult) and k != REFERENCE.name}
+        if ok:
+            best = min(ok, key=lambda k: ok[k].aic)
+            why, chosen = "smallest AIC (no held-out comparison possible)", ok[best]
+    if isinstance(chosen, FitResult):
+        theta = chosen.theta
+    elif best is not None:
+        best, why = None, f"the winner {best} could not be fitted on all points"
+    return Analysis(tuple(bs), _unique_labels(bs), tuple(per_boundary), pooled, held, scale,
+                    per_T, fits_T, held_T, best, theta, why, tuple(notes))
+
+
+def _fmt_theta(f: FitResult | NoFit) -> str:
+    if isinstance(f, NoFit):
+        return f.reason
     if not f.param_names:
         return "(fixed)"
     # a constant running off to ~1e6+ means that term drops out (the law degenerates to a simpler one)
     g = lambda v: f"{v:.3g}" if abs(v) < 1e6 else "unbounded"
+    if not np.all(np.isfinite(f.ci_low)):
+        return ", ".join(f"{p} = {g(t)}" for p, t in zip(f.param_names, f.theta)) + " (no CI)"
     return ", ".join(f"{p} = {g(t)} [{g(lo)}, {g(hi)}]"
                      for p, t, lo, hi in zip(f.param_names, f.theta, f.ci_low, f.ci_high))
 
 
-def report(boundaries: list[Boundary], *, n_boot: int = 1000, seed: int = 0) -> str:
-    """Markdown report: boundaries, per-sweep and pooled fits with CIs, held-out errors, winner."""
-    lines = []
-    for b in boundaries:
-        lines.append(f"### Boundary: {b.label} (threshold {b.threshold:.3f})\n")
-        lines.append("| sigma_w^2 | L_max | censoring | xi_c | xi_1 | 6 xi_c |")
-        lines.append("|---|---|---|---|---|---|")
-        for s, L, c, xc, x1 in zip(b.sigma_w2, b.L_max, b.censor, b.xi_c, b.xi_1):
-            cs = {0: "", 1: "> (all depths train)", -1: "< (no depth trains)"}[int(c)]
-            lines.append(f"| {s:g} | {L:.1f} | {cs} | {xc:.2f} | {x1:.2f} | {6 * xc:.1f} |")
+def _fit_table(fits: dict) -> list[str]:
+    lines = ["| law | constants [95 % CI] | scatter sigma | AIC | RMS log error | points (censored) |",
+             "|---|---|---|---|---|---|"]
+    for name, f in fits.items():
+        if isinstance(f, NoFit):
+            lines.append(f"| {name} | {f.reason} | | | | |")
+        else:
+            lines.append(f"| {name} | {_fmt_theta(f)} | {f.sigma:.3f} | {f.aic:.1f} | {f.rmse:.3f} "
+                         f"| {f.n_points} ({f.n_censored}) |")
+    notes = sorted({f.ci_note for f in fits.values() if isinstance(f, FitResult) and f.param_names})
+    lines += ["", "CI: " + "; ".join(notes)] if notes else []
+    return lines + [""]
+
+
+def _held_table(comp: dict, keys: list, head: Callable) -> list[str]:
+    lines = ["| law | " + " | ".join(head(k) for k in keys) + " | mean |",
+             "|---|" + "---|" * (len(keys) + 1)]
+    for name, v in comp.items():
+        cells = [f"{v['errors'][k]:.3f}" if k in v["errors"] else "n/a" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {v['mean']:.3f} |")
+    reasons = [f"{name}: {v['reason']}" for name, v in comp.items() if v["reason"]]
+    return lines + ([""] + [f"n/a: {r}" for r in reasons] if reasons else []) + [""]
+
+
+def report(analysis: Analysis | list[Boundary], *, n_boot: int = 1000, seed: int = 0,
+           header: str = "") -> str:
+    """Markdown report: boundaries, fits with CIs, held-out tables, budget analysis, winner.
+
+    ``analysis`` is a ``run_fits`` result, or boundaries to analyse with ``n_boot`` and ``seed``."""
+    a = analysis if isinstance(analysis, Analysis) else run_fits(analysis, n_boot=n_boot, seed=seed)
+    bs, labels = a.boundaries, a.labels
+    lines = [header, ""] if header else []
+    lines += [f"> warning: {n}" for n in a.notes] + ([""] if a.notes else [])
+    for i, (b, lab) in enumerate(zip(bs, labels)):
+        thr = f", threshold {b.threshold:.3f}" if np.isfinite(b.threshold) else ""
+        lines += [f"### Boundary #{i + 1}: {lab}{thr}\n",
+                  "| sigma_w^2 | L_max | censoring | bracketing depths | xi_c | xi_1 | 6 xi_c |",
+                  "|---|---|---|---|---|---|---|"]
+        lower = b.lower if b.lower is not None else np.full(len(b.L_max), np.nan)
+        upper = b.upper if b.upper is not None else np.full(len(b.L_max), np.nan)
+        for s, L, c, lo, hi, xc, x1 in zip(b.sigma_w2, b.L_max, b.censor, lower, upper, b.xi_c, b.xi_1):
+            cs = {0: "", 1: "> (every depth with data trains)", -1: "< (no depth trains)"}[int(c)]
+            br = f"{lo:g}-{hi:g}" if np.isfinite(lo) and np.isfinite(hi) else ""
+            lines.append(f"| {s:g} | {L:.1f} | {cs} | {br} | {xc:.2f} | {x1:.2f} | {6 * xc:.1f} |")
         lines.append("")
-    groups = [(b.label, [b]) for b in boundaries]
-    if len(boundaries) > 1:
-        groups.append(("pooled", boundaries))
-    for label, bs in groups:
-        lines.append(f"### Fits on {label} (RMS log error in sample, 95 % bootstrap CI)\n")
-        lines.append("| law | constants | RMS log error | points (censored) |")
-        lines.append("|---|---|---|---|")
-        for name, f in fit_all(bs, n_boot=n_boot, seed=seed).items():
-            lines.append(f"| {name} | {_fmt_theta(f)} | {f.rmse:.3f} | {f.n_points} ({f.n_censored}) |")
-        lines.append("")
-    if len(boundaries) > 1:
-        comp = compare_held_out(boundaries)
-        pairs = sorted({p for v in comp.values() for p in v["errors"]})
-        lines.append("### Held-out RMS log error (fit on first sweep, scored on second)\n")
-        lines.append("| law | " + " | ".join(f"{a} -> {b}" for a, b in pairs) + " | mean |")
-        lines.append("|---|" + "---|" * (len(pairs) + 1))
-        for name, v in comp.items():
-            cells = [f"{v['errors'][p]:.3f}" if p in v["errors"] else "n/a" for p in pairs]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {v['mean']:.3f} |")
-        winner = min(comp, key=lambda k: comp[k]["mean"])
-        pooled = fit_all(boundaries, n_boot=n_boot, seed=seed)[winner]
-        lines.append(f"\n**Winner (smallest mean held-out error): {winner}**, pooled constants: "
-                     f"{_fmt_theta(pooled)}; mean held-out error {comp[winner]['mean']:.3f} vs "
-                     f"{comp['6*xi_c']['mean']:.3f} for 6 xi_c.")
+    for i, fits in enumerate(a.per_boundary):
+        lines += [f"### Fits on #{i + 1}: {labels[i]}\n"] + _fit_table(fits)
+    if a.pooled is not None:
+        lines += [f"### Fits pooled over all {len(bs)} boundaries\n"] + _fit_table(a.pooled)
+    if a.held_out is not None:
+        keys = sorted({k for v in a.held_out.values() for k in v["errors"]})
+        lines += ["### Held-out RMS log error (fit on #i, scored on #j at the same budget)\n"]
+        lines += _held_table(a.held_out, keys, lambda k: f"#{k[0] + 1} -> #{k[1] + 1}")
+        w = held_out_winner(a.held_out)
+        if w is not None and a.pooled is not None:
+            lines.append(f"**Held-out winner: {w}**, pooled constants: {_fmt_theta(a.pooled[w])}; "
+                         f"mean held-out error {a.held_out[w]['mean']:.3f} vs "
+                         f"{a.held_out[REFERENCE.name]['mean']:.3f} for 6 xi_c.\n")
+    if a.per_budget is not None:
+        lines += [f"### Training budget: per-budget constant a(T) of a*{a.scale}\n",
+                  "| T | a(T) [95 % CI] | scatter sigma | points (censored) |", "|---|---|---|---|"]
+        for T, f in a.per_budget.items():
+            if isinstance(f, NoFit):
+                lines.append(f"| {T:g} | {f.reason} | | |")
+            else:
+                lines.append(f"| {T:g} | {_fmt_theta(f)} | {f.sigma:.3f} | {f.n_points} ({f.n_censored}) |")
+        lines += ["", f"### Budget-aware laws L = a(T) * {a.scale}, fitted on every budget\n"]
+        lines += _fit_table(a.budget_fits)
+        lines += ["### Held-out budgets (fit on the other budgets, RMS log error at T)\n"]
+        lines += _held_table(a.held_out_budgets, sorted({k for v in a.held_out_budgets.values()
+                                                         for k in v["errors"]}), lambda T: f"T={T:g}")
+        w = held_out_winner(a.held_out_budgets)
+        if w is not None:
+            lines.append(f"**Budget winner: {w}**, constants: {_fmt_theta(a.budget_fits[w])}; mean "
+                         f"held-out-budget error {a.held_out_budgets[w]['mean']:.3f} vs "
+                         f"{a.held_out_budgets[f'a*{a.scale}']['mean']:.3f} for the budget-blind "
+                         f"a*{a.scale}.\n")
+    lines.append(f"Law drawn: {a.best or 'none'} ({a.best_why}).")
     return "\n".join(lines)
 
 
+def _edges(v) -> np.ndarray:
+    v = np.asarray(v, float)
+    if len(v) == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5])
+    mid = (v[1:] + v[:-1]) / 2
+    return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+
+
+def plot(analysis: Analysis, path) -> Path:
+    """Heatmap per protocol (its largest budget) with the boundary, 6 xi_c and the chosen law.
+
+    Parameters
+    ----------
+    analysis : Analysis
+    path : str or Path
+        Output file; the format follows the suffix (.png, .pdf, .svg).
+
+    Returns
+    -------
+    Path
+    """
+    from experiments.figures import style
+    a = analysis
+    panels = {}
+    for i, b in enumerate(a.boundaries):
+        key = b.protocol if b.protocol is not None else ("#", i)
+        if key not in panels or (b.budget or 0) > (panels[key][1].budget or 0):
+            panels[key] = (i, b)
+    fig, axes = style.figure(1, len(panels), width=min(3.6 * len(panels), 10.8), height=3.4)
+    law = get_law(a.best) if a.best is not None else None
+    im = None
+    for ax, (i, b) in zip(axes[0], panels.values()):
+        if b.accuracy is not None:
+            im = ax.pcolormesh(_edges(b.sigma_w2), _edges(b.depths), b.accuracy, cmap=style.CMAP,
+                               vmin=0.0, vmax=1.0)
+        fine = np.linspace(b.sigma_w2.min(), b.sigma_w2.max(), 100) if len(b.sigma_w2) > 1 else b.sigma_w2
+        xc, x1 = depth_scales(fine, b.keep, activation=b.activation, sigma_b2=b.sigma_b2)
+        ax.plot(fine, 6 * xc, color=style.color(1), label=r"$6\,\xi_c$ (Schoenholz)", gid="6xi_c")
+        if law is not None:
+            T = b.budget if b.budget is not None else np.nan
+            ax.plot(fine, law.predict(list(a.best_theta), xc, x1, T), color=style.color(5), ls="--",
+                    label=f"{a.best}: " + ", ".join(f"{t:.3g}" for t in a.best_theta), gid="law")
+        for c, mk, lab in ((0, "o", "boundary $L_{max}$"), (1, "^", "$L_{max}$ > (all train)"),
+                           (-1, "v", "$L_{max}$ < (none trains)")):
+            sel = b.censor == c
+            if sel.any():
+                ax.plot(b.sigma_w2[sel], b.L_max[sel], mk, color="w", mec="k", ms=4.5, label=lab)
+        if b.depths is not None:
+            ax.set_ylim(*_edges(b.depths)[[0, -1]])
+        else:
+            ax.set_ylim(0, 2 * float(np.max(b.L_max)))
+        ax.set_xlabel(r"$\sigma_w^2$")
+        ax.set_title(a.labels[i], fontsize=7)
+    axes[0, 0].set_ylabel("depth $L$")
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="outside lower center", ncol=3)
+    if im is not None:
+        fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.9).set_label("accuracy")
+    path = Path(path)
+    fig.savefig(path, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path
+
+
+def fit_table(path, *, activation: str | None = None, sigma_b2: float | None = None,
+              keep: float | None = None, dataset: str | None = None, per_step: str = "last",
+              threshold: float = 0.5, relative: bool = True, n_classes: int | None = None,
+              n_boot: int = 1000, seed: int = 0, scale: str = "xi_c") -> Analysis:
+    """``python -m experiments.fit --table`` in Python: read, extract boundaries, fit.
+
+    Parameters are those of ``read_table``, ``extract_boundaries`` and ``run_fits``; warnings
+    (defaulted fields, ignored columns) are raised as ``UserWarning`` and kept in the notes.
+
+    Returns
+    -------
+    Analysis
+        Print it with ``report``, draw it with ``plot``.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = read_table(path, dataset=dataset)
+        bs = extract_boundaries(rows, metric="accuracy", per_step=per_step, threshold=threshold,
+                                relative=relative, n_classes=n_classes, activation=activation,
+                                sigma_b2=sigma_b2, keep=keep)
+    for w in caught:
+        warnings.warn(w.message, stacklevel=2)
+    return run_fits(bs, n_boot=n_boot, seed=seed, scale=scale,
+                    notes=[str(w.message) for w in caught])
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
 def _floats(s):
-    return [float(v) for v in s.split(",") if v]
+    try:
+        return [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {s!r}") from None
 
 
-def main(argv=None) -> int:
+def _ints(s):
+    try:
+        return [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {s!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from meanfield.activations import ACTIVATIONS
     p = argparse.ArgumentParser(prog="python -m experiments.fit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", type=Path, help="SQLite file written by experiments.trainability")
-    p.add_argument("--metric", default="eval_acc", choices=("eval_acc", "train_acc_last", "test_acc"))
+    src = p.add_argument_group("input (exactly one)")
+    src.add_argument("--db", type=Path, help="SQLite file written by experiments.trainability")
+    src.add_argument("--table", type=Path, help="long-format CSV: sigma_w2, depth, accuracy, ...")
+    src.add_argument("--sigma-w2", type=_floats, help="boundary given directly: sigma_w^2 values")
+    src.add_argument("--lmax", type=_floats, help="boundary given directly: L_max values")
+    src.add_argument("--censor", type=_ints, help="per given point: 0 interior, 1 lower bound, -1 upper bound")
+    p.add_argument("--metric", default=None, choices=("eval_acc", "train_acc_last", "test_acc"),
+                   help="accuracy column of a --db (default eval_acc)")
+    p.add_argument("--per-step", choices=("last", "each"), default=None,
+                   help="networks evaluated at several steps: last step only (default) or each "
+                        "step as a training budget T")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="relative (default 0.5 of the way from chance to the best) or, with "
                         "--absolute, an accuracy")
     p.add_argument("--absolute", action="store_true")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=int, default=None,
+                   help="number of classes (chance level); default from the data set name")
     p.add_argument("--dataset", help="only this data set")
-    p.add_argument("--sigma-w2", type=_floats, help="boundary given directly: sigma_w^2 values")
-    p.add_argument("--lmax", type=_floats, help="boundary given directly: L_max values")
-    p.add_argument("--censor", type=lambda s: [int(v) for v in s.split(",")],
-                   help="per point: 0 interior, 1 lower bound, -1 upper bound")
-    p.add_argument("--keep", type=float, default=1.0, help="keep probability of a given boundary")
-    p.add_argument("--sigma-b2", type=float, default=0.05)
-    p.add_argument("--activation", default="tanh")
-    args = p.parse_args(argv)
+    p.add_argument("--keep", type=float, default=None,
+                   help="keep probability rho in (0, 1] of a given boundary or of a table without "
+                        "a keep column (default 1.0, with a warning)")
+    p.add_argument("--sigma-b2", type=float, default=None, help="sigma_b^2 >= 0 (default 0.05)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="(default tanh)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help=f"bootstrap resamples: 0 (no CI) or >= {MIN_BOOT} (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget-scale", choices=list(SCALES), default="xi_c",
+                   help="depth scale of the budget laws a(T) * scale (default xi_c)")
+    p.add_argument("--plot", type=Path, help="draw the heatmap with boundary and law (.png/.pdf/.svg)")
+    return p
+
+
+def _check(args) -> None:
+    """Range checks of the command line, before any file is read (ValueError names the flag)."""
+    given = args.sigma_w2 is not None or args.lmax is not None
+    sources = [n for n, v in (("--db", args.db), ("--table", args.table)) if v is not None]
+    if given:
+        sources.append("--sigma-w2/--lmax")
+    if len(sources) != 1:
+        raise ValueError(f"give exactly one input: --db, --table or --sigma-w2 with --lmax "
+                         f"(got {', '.join(sources) or 'none'})")
+    if given:
+        if args.sigma_w2 is None or args.lmax is None:
+            raise ValueError("--sigma-w2 and --lmax must be given together")
+        if not args.sigma_w2 or any(not (math.isfinite(v) and v > 0) for v in args.sigma_w2):
+            raise ValueError(f"--sigma-w2 values must be finite and > 0, got {args.sigma_w2}")
+        if any(not (math.isfinite(v) and v > 0) for v in args.lmax):
+            raise ValueError(f"--lmax values must be finite and > 0, got {args.lmax}")
+        if len(args.lmax) != len(args.sigma_w2):
+            raise ValueError(f"--lmax needs one value per --sigma-w2 value ({len(args.sigma_w2)}), "
+                             f"got {len(args.lmax)}")
+        if args.censor is not None and (len(args.censor) != len(args.sigma_w2)
+                                        or not set(args.censor) <= {-1, 0, 1}):
+            raise ValueError(f"--censor needs one value in {{-1, 0, 1}} per --sigma-w2 value, got "
+                             f"{args.censor}")
+        for flag, v in (("--per-step", args.per_step), ("--metric", args.metric),
+                        ("--dataset", args.dataset), ("--classes", args.classes)):
+            if v is not None:
+                raise ValueError(f"{flag} applies to --db or --table, not to a given boundary")
+    elif args.censor is not None:
+        raise ValueError("--censor applies to a boundary given with --sigma-w2 and --lmax")
+    if args.table is not None and args.metric is not None:
+        raise ValueError("--metric applies to --db; a table's metric is its accuracy column")
+    if args.keep is not None and not 0 < args.keep <= 1:
+        raise ValueError(f"--keep (keep probability rho) must be in (0, 1], got {args.keep}")
+    if args.sigma_b2 is not None and not (math.isfinite(args.sigma_b2) and args.sigma_b2 >= 0):
+        raise ValueError(f"--sigma-b2 must be finite and >= 0, got {args.sigma_b2}")
+    if args.absolute and not 0 <= args.threshold <= 1:
+        raise ValueError(f"--threshold with --absolute is an accuracy in [0, 1], got {args.threshold}")
+    if not args.absolute and not 0 < args.threshold < 1:
+        raise ValueError(f"--threshold (relative) must be in (0, 1), got {args.threshold}")
+    if args.classes is not None and args.classes < 2:
+        raise ValueError(f"--classes must be >= 2, got {args.classes}")
+    if args.bootstrap != 0 and args.bootstrap < MIN_BOOT:
+        raise ValueError(f"--bootstrap must be 0 (no CI) or >= {MIN_BOOT}, got {args.bootstrap}")
+    if args.plot is not None:
+        if args.plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise ValueError(f"--plot must end in .png, .pdf or .svg, got {args.plot}")
+        if not args.plot.parent.is_dir():
+            raise ValueError(f"--plot: directory {args.plot.parent} does not exist")
+    for flag, path in (("--db", args.db), ("--table", args.table)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{flag} must name an existing file, got {path}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.sigma_w2 is not None or args.lmax is not None:
-            if args.sigma_w2 is None or args.lmax is None:
-                raise ValueError("--sigma-w2 and --lmax must be given together")
-            bounds = [boundary_from_arrays(args.sigma_w2, args.lmax, keep=args.keep,
-                                           censor=args.censor, activation=args.activation,
-                                           sigma_b2=args.sigma_b2, label=f"given keep={args.keep:g}")]
-        else:
-            if args.db is None or not args.db.exists():
-                raise ValueError(f"--db must name an existing results database, got {args.db}")
-            from .trainability import open_store
-            with open_store(args.db) as st:
-                rows = st.rows() if args.dataset is None else st.rows(dataset=args.dataset)
-            bounds = extract_boundaries(rows, threshold=args.threshold, relative=not args.absolute,
-                                        metric=args.metric)
+        _check(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if args.sigma_w2 is not None:
+                if args.keep is None:
+                    warnings.warn("no --keep: keep = 1.0 (no dropout) assumed")
+                bounds = [boundary_from_arrays(
+                    args.sigma_w2, args.lmax, keep=1.0 if args.keep is None else args.keep,
+                    censor=args.censor, activation=args.activation or "tanh",
+                    sigma_b2=0.05 if args.sigma_b2 is None else args.sigma_b2)]
+                header = "## Trainable-depth fit of a given boundary"
+            else:
+                if args.db is not None:
+                    rows, metric = read_db(args.db, dataset=args.dataset), args.metric or "eval_acc"
+                else:
+                    rows, metric = read_table(args.table, dataset=args.dataset), "accuracy"
+                per_step = args.per_step or "last"
+                bounds = extract_boundaries(
+                    rows, threshold=args.threshold, relative=not args.absolute, metric=metric,
+                    per_step=per_step, n_classes=args.classes, activation=args.activation,
+                    sigma_b2=args.sigma_b2, keep=args.keep)
+                thr = (f"relative {args.threshold:g} of the way from chance to the best cell"
+                       if not args.absolute else f"accuracy {args.threshold:g}")
+                header = (f"## Trainable-depth fit of {args.db or args.table}\n\nmetric {metric}; "
+                          f"trainable: {thr}; steps per network: {per_step}")
+        notes = [str(w.message) for w in caught]
+        for n in notes:
+            print(f"warning: {n}", file=sys.stderr)
+        analysis = run_fits(bounds, n_boot=args.bootstrap, seed=args.seed,
+                            scale=args.budget_scale, progress=True, notes=notes)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(report(bounds, n_boot=args.bootstrap, seed=args.seed))
+    print(report(analysis, header=header))
+    if args.plot is not None:
+        print(f"\nheatmap: {plot(analysis, args.plot)}")
     return 0
 
 

@@ -1,0 +1,174 @@
+"""Trainable depth against the training budget T: the boundary L_max of a trainability sweep at
+several budgets for a few sigma_w^2 per keep, with the budget-aware law of ``experiments.fit``
+(the winner on held-out budgets, fitted on every budget) as theory curves L = a(T) xi(sigma_w^2),
+and the per-budget constant a(T) (95 % bootstrap CI) against the fitted a(T).
+
+Data: ``results/trainability_cpu.sqlite`` when it holds at least three budgets (checkpoint rows),
+else the figure's own sweep in the cache: the Fig. 7 figure sweep trained once per budget of
+``budgets(quick)``. Its rows differ only in ``steps``; with equal seeds and minibatch streams the
+shorter runs are exactly the checkpoints of the longer ones, so they are read as checkpoints.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from . import style
+from .training import _data_dir, trainability_sweep
+
+
+def budgets(quick: bool) -> tuple[int, ...]:
+    """Training budgets T (steps) of the figure's own sweep."""
+    return (5, 10, 20) if quick else (25, 50, 100, 200, 400)
+
+
+def budget_rows(ctx):
+    """(rows, description): the cpu preset database with >= 3 budgets, else the figure's sweep."""
+    from experiments.fit import read_db
+    from experiments.trainability import open_store, run_sweep
+    db = ctx.results_dir / "trainability_cpu.sqlite"
+    if not ctx.quick and db.is_file():
+        rows = read_db(db, dataset="mnist")
+        if len({r["steps"] for r in rows}) >= 3:
+            return rows, f"results/{db.name} (cpu preset)"
+    base = trainability_sweep(ctx.quick)
+    Ts = budgets(ctx.quick)
+    path = ctx.cache.sqlite_path("budget", dict(asdict(base), budgets=list(Ts)))
+    for T in Ts:
+        run_sweep(replace(base, steps=T), path, data_dir=_data_dir(), device="cpu",
+                  preset="figure-budget", progress=ctx.progress)
+    with open_store(path) as st:
+        rows = st.rows()
+    return rows, f"figure sweep, one run per budget (cache {path.name})"
+
+
+def _chosen_sigmas(bs, n: int) -> np.ndarray:
+    """Up to ``n`` sigma_w^2 values spread over those with an interior boundary at some budget."""
+    inner = sorted({float(s) for b in bs for s, c in zip(b.sigma_w2, b.censor) if c == 0})
+    pool = inner or sorted({float(s) for b in bs for s in b.sigma_w2})
+    idx = np.unique(np.round(np.linspace(0, len(pool) - 1, min(n, len(pool)))).astype(int))
+    return np.array(pool)[idx]
+
+
+def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: str = ""):
+    """L_max against T per protocol (keep), law curves, and a(T).
+
+    Parameters
+    ----------
+    boundaries : list of experiments.fit.Boundary
+        Boundaries with budgets (``extract_boundaries(..., per_step='each')``).
+    law_fit : experiments.fit.FitResult, optional
+        A budget-aware law fitted on every budget (None: points only).
+    per_budget : dict, optional
+        ``experiments.fit.per_budget_constants`` result ``{T: FitResult or NoFit}``.
+    n_sigma : int
+        Number of sigma_w^2 values drawn per panel.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    fig, data
+        The figure and every plotted array under the ``gid`` of its line:
+        ``<keep>/<sigma_w2>/L_max`` (with ``.../T`` and ``.../censor``), ``<keep>/<sigma_w2>/law``
+        (over ``T_fine``), ``a(T)/per_budget`` and ``a(T)/law``.
+    """
+    from experiments import fit as fitmod
+    bs = [b for b in boundaries if b.budget is not None]
+    if not bs:
+        raise ValueError("boundaries need budgets (extract_boundaries with per_step='each')")
+    panels = {}
+    for b in bs:
+        panels.setdefault(b.protocol, []).append(b)
+    panels = sorted(panels.values(), key=lambda g: -g[0].keep)
+    Ts = np.array(sorted({b.budget for b in bs}))
+    T_fine = np.geomspace(Ts.min(), Ts.max(), 60)
+    law = fitmod.get_law(law_fit.law) if law_fit is not None else None
+    fig, axes = style.figure(1, len(panels) + 1, width=min(2.6 * (len(panels) + 1), 10.4), height=3.0)
+    data = {"T_fine": T_fine, "budgets": Ts}
+    for ax, group in zip(axes[0], panels):
+        group = sorted(group, key=lambda b: b.budget)
+        keep = group[0].keep
+        for k, s in enumerate(_chosen_sigmas(group, n_sigma)):
+            T, L, cens, xc, x1 = [], [], [], None, None
+            for b in group:
+                j = np.flatnonzero(np.isclose(b.sigma_w2, s, rtol=1e-9))
+                if j.size:
+                    T.append(b.budget); L.append(b.L_max[j[0]]); cens.append(b.censor[j[0]])
+                    xc, x1 = b.xi_c[j[0]], b.xi_1[j[0]]
+            T, L, cens = np.array(T), np.array(L), np.array(cens)
+            key = f"{keep:g}/{s:g}"
+            data[f"{key}/T"], data[f"{key}/L_max"], data[f"{key}/censor"] = T, L, cens
+            for c, mk in ((0, "o"), (1, "^"), (-1, "v")):
+                sel = cens == c
+                if sel.any():
+                    ax.plot(T[sel], L[sel], mk, color=style.color(k), mec="k", mew=0.5, ms=4.5,
+                            gid=f"{key}/L_max/{c}", label=rf"$\sigma_w^2$ = {s:g}" if c == 0 else None)
+            if law is not None:
+                pred = law.predict(list(law_fit.theta), xc, x1, T_fine)
+                ax.plot(T_fine, pred, color=style.color(k), gid=f"{key}/law")
+                data[f"{key}/law"] = pred
+        ax.set_title(style.keep_label(keep), fontsize=8)
+    axes[0, 0].set_ylabel(r"trainable depth $L_{max}$")
+    ax = axes[0, -1]
+    if per_budget:
+        ok = [(T, f) for T, f in per_budget.items() if isinstance(f, fitmod.FitResult)]
+        Ta = np.array([T for T, _ in ok])
+        a = np.array([f.theta[0] for _, f in ok])
+        lo = np.array([f.ci_low[0] for _, f in ok])
+        hi = np.array([f.ci_high[0] for _, f in ok])
+        err = np.where(np.isfinite(lo), np.vstack([a - lo, hi - a]), 0.0)
+        ax.errorbar(Ta, a, yerr=err, fmt="o", color="k", ms=4, gid="a(T)/per_budget",
+                    label="a(T) fitted per budget")
+        data["a(T)/per_budget"] = np.vstack([Ta, a, lo, hi])
+    if law is not None:
+        # a(T) of the law: its prediction at unit depth scales
+        aT = law.predict(list(law_fit.theta), 1.0, 1.0, T_fine)
+        ax.plot(T_fine, aT, color=style.color(4), gid="a(T)/law", label=law_fit.law)
+        data["a(T)/law"] = aT
+    ax.set_ylabel("a(T) = $L_{max}$ / depth scale")
+    ax.legend(fontsize=6)
+    for ax in axes[0]:
+        ax.set_xscale("log")
+        ax.set_xticks(Ts, [f"{T:g}" for T in Ts])
+        ax.minorticks_off()
+        ax.set_xlabel("training steps $T$")
+    from matplotlib.lines import Line2D
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    h += [Line2D([], [], ls="", marker=m, color="w", mec="k") for m in "o^v"]
+    lab += ["boundary", "lower bound (all depths train)", "upper bound (none trains)"]
+    fig.legend(h, lab, loc="outside lower center", ncol=4)
+    if title:
+        fig.suptitle(title, fontsize=7)
+    return fig, data
+
+
+def render(ctx):
+    from experiments import fit as fitmod
+    rows, source = budget_rows(ctx)
+    bs = fitmod.extract_boundaries(rows, per_step="each")
+    scale = "xi_c"
+    n_boot = fitmod.MIN_BOOT if ctx.quick else 1000
+    per_T = fitmod.per_budget_constants(bs, scale=scale, n_boot=n_boot)
+    note, law_fit = "", None
+    try:
+        held = fitmod.compare_budgets(bs, scale=scale)
+    except ValueError as exc:
+        held, note = None, f"no budget law compared: {exc}"
+    winner = fitmod.held_out_winner(held) if held is not None else None
+    if winner is not None:
+        f = fitmod.fit_all(bs, laws={winner: fitmod.budget_laws(scale)[winner]})[winner]
+        law_fit = f if isinstance(f, fitmod.FitResult) else None
+        note = (f"law (best on held-out budgets): {winner}, "
+                + ", ".join(f"{p} = {t:.3g}" for p, t in zip(f.param_names, f.theta))
+                if law_fit is not None else f"{winner}: {f.reason}")
+    elif held is not None:
+        note = "no budget law could be fitted"
+    r0 = rows[0]
+    title = (f"Trainable depth vs training budget, {r0['dataset']}, {r0['activation']}, width "
+             f"{r0['width']}, {r0['optimizer']} lr {r0['lr']:g}\n{note}\ndata: {source}")
+    fig, data = draw(bs, law_fit, per_T, title=title)
+    data["law"] = law_fit.law if law_fit is not None else ""
+    data["theta"] = law_fit.theta if law_fit is not None else np.array([])
+    return fig, data
