@@ -27,7 +27,7 @@ class Context:
     quick: bool = False
     cache: Cache = field(default_factory=lambda: Cache(DEFAULT_CACHE))
     progress: bool = True
-    results_dir: Path = ROOT / "results"
+    results_dir: Path = Path("results")  # relative to the working directory
     notes: dict = field(default_factory=dict)  # figure name -> text about the data it used
 
 

@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import FIGURES, ROOT, render_all
+from meanfield.cli.args import integer
+
+from . import DEFAULT_CACHE, DEFAULT_OUT, FIGURES, render_all
 
 
 def build_parser():
@@ -19,9 +21,11 @@ def build_parser():
     p.add_argument("names", nargs="*", metavar="NAME", help="figures to render (default: all); "
                    "see --list")
     p.add_argument("--quick", action="store_true", help="small sizes (CI smoke run, minutes)")
-    p.add_argument("--out", type=Path, default=ROOT / "figures", help="output folder (default figures/)")
-    p.add_argument("--cache", type=Path, default=None, help="cache folder (default figures/cache)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="output folder (default ./figures in the working directory)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                   help="cache folder (default ./figures/cache in the working directory)")
+    p.add_argument("--threads", type=integer(1), default=2, help="torch CPU threads >= 1 (default 2)")
     p.add_argument("--list", action="store_true", help="list the figure names and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -37,13 +41,10 @@ def main(argv=None) -> int:
     if bad:
         print(f"error: unknown figure name(s) {bad}; valid names: {', '.join(FIGURES)}", file=sys.stderr)
         return 2
-    if args.threads < 1:
-        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-        return 2
     import torch
     torch.set_num_threads(args.threads)
     done = render_all(args.names, quick=args.quick, out=args.out,
-                      cache_dir=args.cache or ROOT / "figures" / "cache", progress=not args.no_progress)
+                      cache_dir=args.cache, progress=not args.no_progress)
     for r in done.values():
         print(f"{r.name}: {', '.join(str(p) for p in r.paths)} ({r.seconds:.1f} s)")
     return 0
