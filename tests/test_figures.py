@@ -4,13 +4,10 @@ and recomputed here with independent meanfield calls, or checked against simulat
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib")
-pytest.importorskip("torch")
-
-import meanfield as mf  # noqa: E402
-from experiments.figures import FIGURES, render_all  # noqa: E402
-from experiments.figures.__main__ import main  # noqa: E402
-from experiments.figures.cache import Cache  # noqa: E402
+import meanfield as mf
+from experiments.figures import FIGURES, render_all
+from experiments.figures.__main__ import main
+from experiments.figures.cache import Cache
 
 
 @pytest.fixture(scope="module")

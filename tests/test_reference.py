@@ -6,15 +6,8 @@ import pytest
 
 from experiments import reference as ref
 
-try:
-    ref.huang2019_dir()
-    HAVE = True
-except FileNotFoundError:
-    HAVE = False
-needs_data = pytest.mark.skipif(not HAVE, reason="../shared/reference/huang2019 not present")
 
 
-@needs_data
 @pytest.mark.parametrize("width", [500, 1000])
 def test_fig2_output_layer_matches_closed_form(width):
     """Last row is the output layer: g_aa^L = 4 q*^2 / rho, g_ab^L = 4 q_ab*^2 (about 3 % noise)."""
@@ -30,7 +23,6 @@ def test_fig2_output_layer_matches_closed_form(width):
         assert slope == pytest.approx(-math.log(0.5 / keep), rel=0.05)
 
 
-@needs_data
 def test_fig2_abs_metric_is_absolute_pair_metric():
     """g~_ab^L = 4 (E|u1 u2|)^2 with E|u1 u2| = q (2/pi)(sqrt(1-c^2) + c asin c) at q*, c*."""
     for keep in (0.6, 0.8):
@@ -40,7 +32,6 @@ def test_fig2_abs_metric_is_absolute_pair_metric():
         assert ref.load_fig2(keep, "g_abs", 500)[-1] == pytest.approx(4 * e_abs ** 2, rel=0.1)
 
 
-@needs_data
 def test_fig3_and_univer_shapes():
     for act in ("tanh", "relu", "hard_tanh", "linear"):
         for m in ("g_aa", "g_ab", "g_abs"):
