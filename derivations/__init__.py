@@ -94,10 +94,11 @@ def compare(errors: dict[str, float], name: str, where: str, derived, reference,
 
 
 def compare_maps_with_core(errors: dict[str, float], rng: np.random.Generator, activation: str,
-                           sigma_w2: float, sigma_b2: float, keep: float, *, q_map=None,
-                           covariance_map=None, c_map=None, noise: str = "dropout",
-                           rtol: float = 1e-10, n: int = 4, **noise_params) -> None:
-    """Compare derived maps with ``meanfield``'s at ``n`` random points q in [0.05, 3], c in [-1, 1].
+                           points, *, q_map=None, covariance_map=None, c_map=None,
+                           noise: str = "dropout", rtol: float = 1e-10, n: int = 4,
+                           **noise_params) -> dict[str, float]:
+    """Compare derived maps with ``meanfield``'s at each parameter point and ``n`` random
+    q in [0.05, 3], c in [-1, 1].
 
     Parameters
     ----------
@@ -107,23 +108,29 @@ def compare_maps_with_core(errors: dict[str, float], rng: np.random.Generator, a
         Source of the (q, c) points.
     activation : str
         Core activation name (``meanfield.ACTIVATIONS``).
-    sigma_w2, sigma_b2, keep : float
-        Weight variance, bias variance, keep probability rho of the parameter point.
+    points : sequence of (float, float, float)
+        Parameter points (sigma_w2, sigma_b2, keep probability rho).
     q_map : (str, callable) or None
-        Derivation name and ``f(q)``, compared with ``meanfield.q_map``.
+        Derivation name and ``f(sigma_w2, sigma_b2, rho, q)``, compared with ``meanfield.q_map``.
     covariance_map : (str, callable) or None
-        Derivation name and ``f(q, c)``, compared with ``meanfield.covariance_map``.
+        Derivation name and ``f(sigma_w2, sigma_b2, rho, q, c)``, compared with
+        ``meanfield.covariance_map``.
     c_map : (str, callable) or None
-        Derivation name and ``f(q, c)`` with q the fixed point q*, compared with ``meanfield.c_map``
-        at the core's q* (where the core's denominator q_map(q*) equals q*).
+        Derivation name and ``f(sigma_w2, sigma_b2, rho, q_star, c)``, compared with
+        ``meanfield.c_map`` at the core's q* (where the core's denominator q_map(q*) equals q*).
     noise : str
         Core noise kind.
     rtol : float
         Relative tolerance.
     n : int
-        Number of random points.
+        Number of random (q, c) per parameter point.
     **noise_params
         Further noise parameters for the core (Sparseout: ``s``, ``backward``).
+
+    Returns
+    -------
+    dict
+        ``errors``, updated.
 
     Raises
     ------
@@ -136,22 +143,24 @@ def compare_maps_with_core(errors: dict[str, float], rng: np.random.Generator, a
     """
     import meanfield
 
-    par = dict(activation=activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, keep=keep, noise=noise,
-               **noise_params)
-    qs, cs = rng.uniform(0.05, 3.0, n), rng.uniform(-1.0, 1.0, n)
-    where = f"at {', '.join(f'{key}={val}' for key, val in par.items())}"
-    if q_map is not None:
-        name, fn = q_map
-        compare(errors, name, f"{where}, q={qs}", fn(qs), meanfield.q_map(q=qs, **par), rtol)
-    if covariance_map is not None:
-        name, fn = covariance_map
-        compare(errors, name, f"{where}, q={qs}, c={cs}", fn(qs, cs),
-                meanfield.covariance_map(q=qs, c=cs, **par), rtol)
-    if c_map is not None:
-        name, fn = c_map
-        q_star = float(meanfield.q_star(**par))
-        compare(errors, name, f"{where}, q=q*={q_star}, c={cs}", fn(q_star, cs),
-                meanfield.c_map(q=q_star, c=cs, **par), rtol)
+    for point in points:
+        par = dict(zip(("sigma_w2", "sigma_b2", "keep"), point), activation=activation, noise=noise,
+                   **noise_params)
+        qs, cs = rng.uniform(0.05, 3.0, n), rng.uniform(-1.0, 1.0, n)
+        where = f"at {', '.join(f'{key}={val}' for key, val in par.items())}"
+        if q_map is not None:
+            name, fn = q_map
+            compare(errors, name, f"{where}, q={qs}", fn(*point, qs), meanfield.q_map(q=qs, **par), rtol)
+        if covariance_map is not None:
+            name, fn = covariance_map
+            compare(errors, name, f"{where}, q={qs}, c={cs}", fn(*point, qs, cs),
+                    meanfield.covariance_map(q=qs, c=cs, **par), rtol)
+        if c_map is not None:
+            name, fn = c_map
+            q_star = float(meanfield.q_star(**par))
+            compare(errors, name, f"{where}, q=q*={q_star}, c={cs}", fn(*point, q_star, cs),
+                    meanfield.c_map(q=q_star, c=cs, **par), rtol)
+    return errors
 
 
 def numeric_twin(func: Callable, args: Sequence[str]):

@@ -235,14 +235,10 @@ def random_points(rng: np.random.Generator, n: int = 4):
 
 def _check_maps(rng) -> dict[str, float]:
     """Derived variance, covariance and correlation maps vs meanfield's at random (q, c)."""
-    errs: dict[str, float] = {}
-    for sw, sb, rho_ in random_points(rng):
-        compare_maps_with_core(
-            errs, rng, "linear", sw, sb, rho_, rtol=1e-12,
-            q_map=("q_map", lambda qq: q_map_numeric(sw, sb, rho_, qq)),
-            covariance_map=("covariance_map", lambda qq, cc: covariance_map_numeric(sw, sb, rho_, cc * qq)),
-            c_map=("c_map", lambda q_star_, cc: c_map_numeric(sw, sb, rho_, cc)))
-    return errs
+    return compare_maps_with_core(
+        {}, rng, "linear", random_points(rng), rtol=1e-12, q_map=("q_map", q_map_numeric),
+        covariance_map=("covariance_map", lambda sw, sb, rho_, qq, cc: covariance_map_numeric(sw, sb, rho_, cc * qq)),
+        c_map=("c_map", lambda sw, sb, rho_, q_star_, cc: c_map_numeric(sw, sb, rho_, cc)))
 
 
 def _check_fixed_points(rng) -> dict[str, float]:

@@ -268,8 +268,8 @@ def _check_core(rng) -> dict[str, float]:
     for s_lo, s_hi in [(1.2, 1.9)] * 4 + [(0.5, 1.0)]:
         sw, sb = rng.uniform(0.3, 1.8), rng.uniform(0.02, 0.5)
         rho_, s_ = rng.uniform(0.6, 0.95), rng.uniform(s_lo, s_hi)
-        compare_maps_with_core(errs, rng, "relu", sw, sb, rho_, noise="sparseout", s=s_, rtol=1e-8,
-                               q_map=("relu_q_map", lambda qq: relu_q_map_numeric(sw, sb, rho_, s_, qq)))
+        compare_maps_with_core(errs, rng, "relu", [(sw, sb, rho_)], noise="sparseout", s=s_, rtol=1e-8,
+                               q_map=("relu_q_map", lambda w2, b2, keep, qq: relu_q_map_numeric(w2, b2, keep, s_, qq)))
         qs = relu_q_star_numeric(sw, sb, rho_, s_)
         for name, backward, twin in [("relu_chi_1", "true", relu_chi_1_true_numeric),
                                      ("relu_chi_1_code", "code", relu_chi_1_code_numeric)]:
