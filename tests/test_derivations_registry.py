@@ -84,6 +84,13 @@ def test_non_finite_or_unregistered_report_fails(report):
         assert "G_typo" in results["kwinners.threshold"].message
 
 
+def test_subset_of_a_check_is_judged_alone():
+    """Running one derivation of a shared check: the check's other names are not strays."""
+    (only,) = [d for d in derivations.registry(["relu"]) if d.name == "relu.kernel"]
+    (result,) = derivations.run_checks([only])
+    assert result.passed and result.derivation == "relu.kernel"
+
+
 def test_cli_check_passes_per_derivation(capsys):
     assert cli.main(["--check", "--module", "kwinners", "--seed", "3"]) == 0
     out = capsys.readouterr().out
