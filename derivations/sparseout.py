@@ -263,7 +263,8 @@ def _check_kappa(rng) -> dict[str, float]:
 
 def _check_core(rng) -> dict[str, float]:
     """ReLU variance map at random q, its root q* and chi_1 (true and code backward) vs meanfield;
-    the last point has s <= 1, where chi_1 is infinite."""
+    the last point has s <= 1, where chi_1 is infinite. s in (1, 1.2) is left out: there the core's
+    chi_1 quadrature of the nearly non-integrable |z|^(s-2) may not converge (ConvergenceError)."""
     errs: dict[str, float] = {}
     for s_lo, s_hi in [(1.2, 1.9)] * 4 + [(0.5, 1.0)]:
         sw, sb = rng.uniform(0.3, 1.8), rng.uniform(0.02, 0.5)
@@ -297,16 +298,16 @@ def _fixed_point_points(rng, n: int = 4):
 
 def _check_fixed_point(rng) -> dict[str, float]:
     """Closed-form q*, w* = q*^(1 - s/2), the map's slope there and its sign (sigma_b2 = 0) vs
-    meanfield.analyze at sigma_b2 = 0 (its q* and chi_q = slope of the variance map at q*)."""
+    meanfield.q_star and meanfield.chi_q (slope of the variance map at q*) at sigma_b2 = 0."""
     errs: dict[str, float] = {}
     for sw, rho_, s_ in _fixed_point_points(rng):
-        res = meanfield.analyze(activation="relu", sigma_w2=sw, sigma_b2=0.0, keep=rho_, noise="sparseout", s=s_)
+        par = dict(activation="relu", sigma_w2=sw, sigma_b2=0.0, keep=rho_, noise="sparseout", s=s_)
+        q_star, chi_q = meanfield.q_star(**par), meanfield.chi_q(**par)
         where = f"at sigma_w2={sw}, sigma_b2=0, rho={rho_}, s={s_}"
-        compare(errs, "fixed_point", where, fixed_point_numeric(sw, rho_, s_), res.q_star, rtol=1e-9)
-        compare(errs, "fixed_point_w", where, fixed_point_w_numeric(sw, rho_, s_), res.q_star ** (1 - s_ / 2),
-                rtol=1e-9)
-        compare(errs, "fixed_point_slope", where, fixed_point_slope_numeric(sw, s_), res.chi_q, rtol=1e-8)
-        compare(errs, "stability_condition", where, stability_condition_numeric(sw, s_), res.chi_q - 1, rtol=1e-7)
+        compare(errs, "fixed_point", where, fixed_point_numeric(sw, rho_, s_), q_star, rtol=1e-9)
+        compare(errs, "fixed_point_w", where, fixed_point_w_numeric(sw, rho_, s_), q_star ** (1 - s_ / 2), rtol=1e-9)
+        compare(errs, "fixed_point_slope", where, fixed_point_slope_numeric(sw, s_), chi_q, rtol=1e-8)
+        compare(errs, "stability_condition", where, stability_condition_numeric(sw, s_), chi_q - 1, rtol=1e-7)
     return errs
 
 
