@@ -81,6 +81,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from scipy.special import log_ndtr
 
 __all__ = ["Boundary", "Law", "LAWS", "REFERENCE", "SCALES", "FitResult", "NoFit", "Analysis",
            "extract_boundaries", "boundary_from_arrays", "read_table", "read_db", "fit_table",
@@ -332,7 +333,7 @@ def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bo
     Returns
     -------
     list of Boundary
-        Sorted by protocol, then budget; labels are unique.
+        Protocols in the order of their first row, budgets increasing; labels are unique.
 
     Raises
     ------
@@ -415,7 +416,8 @@ def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bo
     for (key, _), cell in cells.items():
         best[key] = max(best[key], max(float(np.mean(v)) for v in cell.values()))
 
-    groups = sorted(cells, key=lambda kt: (str(kt[0]), kt[1] if kt[1] is not None else 0))
+    first = {key: i for i, key in reversed(list(enumerate(net[0] for net, _, _ in evals)))}
+    groups = sorted(cells, key=lambda kt: (first[kt[0]], kt[1] if kt[1] is not None else 0))
     labels = _labels([k for k, _ in groups], fields, [T for _, T in groups])
     warned_chance = False
     out = []
@@ -718,11 +720,9 @@ def _stack(bs: list[Boundary]) -> _Data:
 def _tobit_nll(law: Law, phi: np.ndarray, d: _Data, W: np.ndarray) -> np.ndarray:
     """Negative log-likelihood (without the constant) of each row of ``phi`` = (u, ln(sigma -
     SIGMA_MIN)) under point weights ``W``, shape (B, n)."""
-    from scipy.special import log_ndtr
     theta = law.to_theta(phi[:, :-1].T[..., None])
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        pred = law.predict(theta, d.xc, d.x1, d.T)
-    mu = np.log(np.maximum(np.nan_to_num(pred, nan=PRED_FLOOR), PRED_FLOOR))
+    pred = law.predict(theta, d.xc, d.x1, d.T)   # under np.errstate of the caller (_minimize)
+    mu = np.log(np.fmax(pred, PRED_FLOOR))   # fmax: a NaN prediction becomes the floor
     s = SIGMA_MIN + np.exp(phi[:, -1:])
     z = (d.y - mu) / s
     ell = 0.5 * z ** 2 + np.log(s)
@@ -734,12 +734,17 @@ def _tobit_nll(law: Law, phi: np.ndarray, d: _Data, W: np.ndarray) -> np.ndarray
     return np.sum(W * ell, axis=1)
 
 
-def _minimize(f, phi: np.ndarray, lo: np.ndarray, hi: np.ndarray, maxit: int = 300) -> np.ndarray:
+def _minimize(f, phi: np.ndarray, lo: np.ndarray, hi: np.ndarray, maxit: int = 300):
     """Levenberg-Marquardt on B small problems at once: ``f(phi_rows, idx)`` -> values (B',).
 
     Central-difference gradient and Hessian (the parameter count is <= 3); a step is taken where it
-    lowers f, else the damping grows; a problem stops when f changes by < 1e-11 relative."""
-    phi = np.clip(phi.astype(float), lo, hi)
+    lowers f, else the damping grows; a problem stops when f changes by < 1e-11 relative.
+    Returns the minimisers and the values of f there."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _lm(f, np.clip(phi.astype(float), lo, hi), lo, hi, maxit)
+
+
+def _lm(f, phi, lo, hi, maxit):
     B, dim = phi.shape
     fx = f(phi, np.arange(B))
     lam = np.full(B, 1e-3)
@@ -762,8 +767,12 @@ def _minimize(f, phi: np.ndarray, lo: np.ndarray, hi: np.ndarray, maxit: int = 3
             fmm = f(p - h * (eye[i] + eye[j]), idx)
             H[:, i, j] = H[:, j, i] = (fpp - fp[:, i] - fp[:, j] + 2 * f0 - fm[:, i] - fm[:, j]
                                        + fmm) / (2 * h ** 2)
+        # |H| (eigenvalues made positive): every step goes downhill, also where the likelihood
+        # is not convex (saddle-free Newton); plus the Levenberg-Marquardt damping
+        ev, V = np.linalg.eigh(H)
+        absH = np.einsum("bij,bj,bkj->bik", V, np.abs(ev), V)
         D = np.abs(np.diagonal(H, axis1=1, axis2=2)) + 1e-9
-        A = H + lam[idx, None, None] * (D[:, :, None] * eye)
+        A = absH + lam[idx, None, None] * (D[:, :, None] * eye)
         step = -np.einsum("bij,bj->bi", np.linalg.pinv(A), g)
         new = np.clip(p + step, lo, hi)
         fn = f(new, idx)
@@ -773,7 +782,7 @@ def _minimize(f, phi: np.ndarray, lo: np.ndarray, hi: np.ndarray, maxit: int = 3
         lam[idx] = np.where(better, lam[idx] * 0.2, lam[idx] * 10)
         # done: f no longer changes (at the optimum to rounding), or no step helps any more
         active[idx[small | (lam[idx] > 1e10) | np.all(new == p, axis=1)]] = False
-    return phi
+    return phi, fx
 
 
 def _bounds(law: Law) -> tuple[np.ndarray, np.ndarray]:
@@ -924,8 +933,7 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
     def f_of(W):
         return lambda phi, idx: _tobit_nll(law, phi, d, W[idx])
     ones = np.ones((len(starts), len(d.y)))
-    phis = _minimize(f_of(ones), starts, lo, hi)
-    vals = _tobit_nll(law, phis, d, ones)
+    phis, vals = _minimize(f_of(ones), starts, lo, hi)
     phi = phis[int(np.argmin(vals))]
     p = len(law.param_names)
     theta = np.array([float(t) for t in law.to_theta(phi[:-1])])
@@ -947,7 +955,7 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
             note = (f"no CI (only {len(W)} of {n_boot} resamples have enough interior points; "
                     f"{d.unit_note})")
         else:
-            boots = _minimize(f_of(W), np.tile(phi, (len(W), 1)), lo, hi)
+            boots, _ = _minimize(f_of(W), np.tile(phi, (len(W), 1)), lo, hi)
             tb = np.array([np.ravel(t) for t in law.to_theta(boots[:, :-1].T)]).T
             alpha = _expanded_alpha(1 - level, d.n_units, p) / 2
             ci_lo, ci_hi = np.quantile(tb, alpha, axis=0), np.quantile(tb, 1 - alpha, axis=0)
