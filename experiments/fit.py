@@ -832,7 +832,8 @@ def _requirement(law: Law, d: _Data) -> str | None:
 class FitResult:
     """A fitted law.
 
-    ``ci_low`` / ``ci_high`` are NaN when there is no interval (``ci_note`` says why); ``sigma`` is
+    ``ci_low`` / ``ci_high`` are NaN when there is no interval (``ci_note`` says why, or what was
+    resampled; ``n_skipped`` resamples had too few interior points to fit); ``sigma`` is
     the fitted scatter of ln L_max about the law; ``rmse`` the in-sample RMS log error (censored
     points count only when violated); ``aic = 2 (constants + 1) + 2 nll``.
     """
@@ -849,6 +850,7 @@ class FitResult:
     nll: float = float("nan")
     aic: float = float("nan")
     ci_note: str = ""
+    n_skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -940,6 +942,7 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
     nll = float(np.min(vals))
 
     ci_lo = ci_hi = np.full(p, np.nan)
+    skipped = 0
     if p == 0:
         note = "no constants"
     elif n_boot == 0:
@@ -951,6 +954,7 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
         counts = rng.multinomial(d.n_units, np.full(d.n_units, 1.0 / d.n_units), size=n_boot)
         W = counts[:, d.unit].astype(float)
         W = W[_check_fittable(law, d, W)]
+        skipped = n_boot - len(W)
         if len(W) < n_boot / 2:
             note = (f"no CI (only {len(W)} of {n_boot} resamples have enough interior points; "
                     f"{d.unit_note})")
@@ -960,12 +964,11 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
             alpha = _expanded_alpha(1 - level, d.n_units, p) / 2
             ci_lo, ci_hi = np.quantile(tb, alpha, axis=0), np.quantile(tb, 1 - alpha, axis=0)
             note = d.unit_note + (" (few units: a coarse interval)" if d.n_units < 5 else "")
-            if len(W) < n_boot:
-                note += f"; {n_boot - len(W)} resamples without enough interior points skipped"
     r = _log_residuals(law, theta, d)
     return FitResult(law.name, law.param_names, theta, np.asarray(ci_lo), np.asarray(ci_hi),
                      float(np.sqrt(np.mean(r ** 2))), len(d.y), int(np.sum(d.c != 0)),
-                     float(SIGMA_MIN + math.exp(phi[-1])), nll, 2 * (p + 1) + 2 * nll, note)
+                     float(SIGMA_MIN + math.exp(phi[-1])), nll, 2 * (p + 1) + 2 * nll, note,
+                     skipped)
 
 
 def _reason(e: ValueError) -> str:
@@ -1205,8 +1208,9 @@ def _fmt_theta(f: FitResult | NoFit) -> str:
         return f.reason
     if not f.param_names:
         return "(fixed)"
-    # a constant running off to ~1e6+ means that term drops out (the law degenerates to a simpler one)
-    g = lambda v: f"{v:.3g}" if abs(v) < 1e6 else "unbounded"
+    # a constant running off to ~1e6+ (or a positive one to ~0) means that term drops out: the law
+    # degenerates to a simpler one
+    g = lambda v: "unbounded" if abs(v) >= 1e6 else "~0" if 0 < abs(v) < 1e-6 else f"{v:.3g}"
     if not np.all(np.isfinite(f.ci_low)):
         return ", ".join(f"{p} = {g(t)}" for p, t in zip(f.param_names, f.theta)) + " (no CI)"
     return ", ".join(f"{p} = {g(t)} [{g(lo)}, {g(hi)}]"
@@ -1222,8 +1226,12 @@ def _fit_table(fits: dict) -> list[str]:
         else:
             lines.append(f"| {name} | {_fmt_theta(f)} | {f.sigma:.3f} | {f.aic:.1f} | {f.rmse:.3f} "
                          f"| {f.n_points} ({f.n_censored}) |")
-    notes = sorted({f.ci_note for f in fits.values() if isinstance(f, FitResult) and f.param_names})
-    lines += ["", "CI: " + "; ".join(notes)] if notes else []
+    fitted = [f for f in fits.values() if isinstance(f, FitResult) and f.param_names]
+    notes = sorted({f.ci_note for f in fitted})
+    lines += ["", "CI: " + "; ".join(notes) + "."] if notes else []
+    skipped = [f"{f.law} {f.n_skipped}" for f in fitted if f.n_skipped]
+    if skipped:
+        lines.append("Resamples skipped (too few interior points to fit): " + ", ".join(skipped) + ".")
     return lines + [""]
 
 
@@ -1284,12 +1292,14 @@ def report(analysis: Analysis | list[Boundary], *, n_boot: int = 1000, seed: int
         lines += ["### Held-out budgets (fit on the other budgets, RMS log error at T)\n"]
         lines += _held_table(a.held_out_budgets, sorted({k for v in a.held_out_budgets.values()
                                                          for k in v["errors"]}), lambda T: f"T={T:g}")
-        w = held_out_winner(a.held_out_budgets)
-        if w is not None:
+        w, blind = held_out_winner(a.held_out_budgets), f"a*{a.scale}"
+        if w == blind:
+            lines.append(f"**Budget winner: the budget-blind {w}** (no budget law predicts held-out "
+                         f"budgets better), constants: {_fmt_theta(a.budget_fits[w])}.\n")
+        elif w is not None:
             lines.append(f"**Budget winner: {w}**, constants: {_fmt_theta(a.budget_fits[w])}; mean "
                          f"held-out-budget error {a.held_out_budgets[w]['mean']:.3f} vs "
-                         f"{a.held_out_budgets[f'a*{a.scale}']['mean']:.3f} for the budget-blind "
-                         f"a*{a.scale}.\n")
+                         f"{a.held_out_budgets[blind]['mean']:.3f} for the budget-blind {blind}.\n")
     lines.append(f"Law drawn: {a.best or 'none'} ({a.best_why}).")
     return "\n".join(lines)
 
@@ -1322,10 +1332,15 @@ def plot(analysis: Analysis, path) -> Path:
         key = b.protocol if b.protocol is not None else ("#", i)
         if key not in panels or (b.budget or 0) > (panels[key][1].budget or 0):
             panels[key] = (i, b)
-    fig, axes = style.figure(1, len(panels), width=min(3.6 * len(panels), 10.8), height=3.4)
+    import textwrap
+    ncols = min(len(panels), 4)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = style.figure(nrows, ncols, width=3.2 * ncols, height=3.1 * nrows + 0.4)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     law = get_law(a.best) if a.best is not None else None
     im = None
-    for ax, (i, b) in zip(axes[0], panels.values()):
+    for ax, (i, b) in zip(axes.flat, panels.values()):
         if b.accuracy is not None:
             im = ax.pcolormesh(_edges(b.sigma_w2), _edges(b.depths), b.accuracy, cmap=style.CMAP,
                                vmin=0.0, vmax=1.0)
@@ -1346,12 +1361,16 @@ def plot(analysis: Analysis, path) -> Path:
         else:
             ax.set_ylim(0, 2 * float(np.max(b.L_max)))
         ax.set_xlabel(r"$\sigma_w^2$")
-        ax.set_title(a.labels[i], fontsize=7)
-    axes[0, 0].set_ylabel("depth $L$")
-    h, lab = axes[0, 0].get_legend_handles_labels()
-    fig.legend(h, lab, loc="outside lower center", ncol=3)
+        ax.set_title(textwrap.fill(a.labels[i], 34), fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("depth $L$")
+    legend = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=3)
     if im is not None:
-        fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.9).set_label("accuracy")
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9).set_label("accuracy")
     path = Path(path)
     fig.savefig(path, bbox_inches="tight")
     import matplotlib.pyplot as plt
