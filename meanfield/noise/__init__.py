@@ -10,8 +10,11 @@ from .base import (NoiseLayer, make_noise, noise_class, noise_from_spec, registe
                    registered_noises)
 from .multiplicative import Dropout, MultiplicativeNoise, NoNoise
 from .sparseout import Sparseout
+from .gaussian import GaussianNoise
+from .dropconnect import DropConnect
 
 NOISE_LAYERS = registered_noises()
 
-__all__ = ["NoiseLayer", "MultiplicativeNoise", "NoNoise", "Dropout", "Sparseout", "NOISE_LAYERS",
+__all__ = ["NoiseLayer", "MultiplicativeNoise", "NoNoise", "Dropout", "Sparseout", "GaussianNoise",
+           "DropConnect", "NOISE_LAYERS",
            "make_noise", "noise_class", "noise_from_spec", "register_noise", "registered_noises"]
