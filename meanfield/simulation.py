@@ -31,6 +31,18 @@ Two engines give the same joint law of every forward and backward quantity:
 GIA mode (``gia=True``) replaces ``W^T`` in the backward pass by a fresh independent copy (dense: a
 second matrix; projected: ``G S`` alone), the gradient-independence assumption made exact.
 
+Weight noise (DropConnect, docs/THEORY.md §11) needs the dense engine: each input a, b has its own
+effective matrix ``W~^a = noise.torch_weight(W, u^a)`` (independent uniforms, shared W) in every
+layer, the readout included, and no unit noise. The weight gradient ``dE_a/dW`` is then not rank
+one, so the metrics are taken from it directly (autograd w.r.t. one copy of W per input):
+``g_aa = mean_ij (dE_a/dW_ij)^2``, ``g_ab = mean_ij dE_a/dW_ij dE_b/dW_ij``, ``g~_ab = mean_ij
+|dE_a/dW_ij dE_b/dW_ij|``. GIA with weight noise back-propagates through a fresh copy of W under
+the same masks (``W~t^a = torch_weight(Wt, u^a)``). Memory: about 8 N^2 floats per layer and
+realisation (11 with GIA).
+
+Noise enters through :mod:`meanfield.nn` (the one torch adapter): a layer that is the identity
+(keep = 1) draws no random numbers, so such runs reproduce those without noise.
+
 torch is imported here only; ``meanfield/__init__`` never imports this module.
 """
 from __future__ import annotations
@@ -44,7 +56,9 @@ import torch
 from .activations import get_activation
 from .depth_scales import analyze_params
 from .maps import params as layer_params
+from .nn import draws, masked_linear, unit_noise
 from .noise import NoiseLayer, make_noise
+from .noise.base import WEIGHTS
 from .validation import choice, integer, real
 
 __all__ = ["SimulationResult", "simulate_gradients", "METRICS", "ENGINES"]
@@ -166,7 +180,73 @@ def _pair_metrics(delta, x):
     return dd[:, 0, 0] * xx[:, 0, 0], dd[:, 1, 1] * xx[:, 1, 1], dd[:, 0, 1] * xx[:, 0, 1], g_abs
 
 
+def _weight_metrics(grad):
+    """(g_aa, g_bb, g_ab, g_abs) per realisation from the weight gradients (r, 2, n_out, n_in)."""
+    ga, gb = grad[:, 0], grad[:, 1]
+    prod = ga * gb
+    return ((ga * ga).mean((1, 2)), (gb * gb).mean((1, 2)), prod.mean((1, 2)),
+            prod.abs().mean((1, 2)))
+
+
 # ---------------------------------------------------------------------------------------------
+
+
+def _unit_noise_chunk(nz, phi, z0, n, depth, sigma_w2, sigma_b2, gen, gia, loss, n_out, linear):
+    """Metrics (4 tensors (r, depth)) of one chunk with unit noise; z0 (r, n, 2) is a leaf."""
+    r, dt, dev = z0.shape[0], z0.dtype, z0.device
+    noisy = draws(nz)
+
+    def g(p):
+        if not noisy:
+            return p
+        return unit_noise(nz, p, torch.rand(r, n, 2, generator=gen, dtype=dt, device=dev))
+
+    x = g(phi(z0))
+    xs, zs = [], []
+    for layer in range(depth):
+        b = torch.randn(r, n, 1, generator=gen, dtype=dt, device=dev) * math.sqrt(sigma_b2)
+        z = linear(x, n, sigma_w2, gen, gia) + b
+        xs.append(x)
+        zs.append(z)
+        if layer < depth - 1:
+            x = g(phi(z))
+    if loss == "readout":  # y = V x~^L: noisy last layer, V ~ N(0, sigma_w^2/N), no bias
+        y = linear(g(phi(zs[-1])), n_out, sigma_w2, gen, gia)
+    else:
+        y = phi(zs[-1])
+    deltas = torch.autograd.grad((y * y).sum(), zs)
+    with torch.no_grad():
+        return [torch.stack(m, 1) for m in zip(*(_pair_metrics(d, x) for d, x in zip(deltas, xs)))]
+
+
+def _weight_noise_chunk(nz, phi, z0, n, depth, sigma_w2, sigma_b2, gen, gia, loss, n_out):
+    """Metrics (4 tensors (r, depth)) of one dense chunk with weight noise (module docstring)."""
+    r, dt, dev = z0.shape[0], z0.dtype, z0.device
+
+    def linear(x, n_o):  # x (r, 2, n_in) -> (r, 2, n_o), and the per-input leaf of W
+        n_in = x.shape[-1]
+        scale = math.sqrt(sigma_w2 / n_in)
+        w = torch.randn(r, 1, n_o, n_in, generator=gen, dtype=dt, device=dev) * scale
+        w = w.expand(r, 2, n_o, n_in).clone().requires_grad_(True)  # dE_a/dW and dE_b/dW apart
+        u = torch.rand(r, 2, n_o, n_in, generator=gen, dtype=dt, device=dev)
+        if not gia:
+            return masked_linear(nz, x, w, u), w
+        wt = torch.randn(r, 1, n_o, n_in, generator=gen, dtype=dt, device=dev) * scale
+        fake = masked_linear(nz, x, wt, u)  # value W~ x, input gradient through Wt under the same mask
+        return masked_linear(nz, x.detach(), w, u) + fake - fake.detach(), w
+
+    x = phi(z0.transpose(1, 2))
+    zs, ws = [], []
+    for layer in range(depth):
+        b = torch.randn(r, 1, n, generator=gen, dtype=dt, device=dev) * math.sqrt(sigma_b2)
+        z, w = linear(x, n)
+        zs.append(z + b)
+        ws.append(w)
+        x = phi(zs[-1])
+    y = linear(x, n_out)[0] if loss == "readout" else x
+    grads = torch.autograd.grad((y * y).sum(), ws)
+    with torch.no_grad():
+        return [torch.stack(m, 1) for m in zip(*(_weight_metrics(gw) for gw in grads))]
 
 
 def _fixed_point(act, sigma_w2, sigma_b2, noise):
@@ -191,13 +271,15 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=None, *, width, dept
     width, depth, realisations : int
         N >= 2, L >= 1, R >= 2.
     gia : bool
-        Fresh backward weights (the gradient-independence assumption made exact).
+        Fresh backward weights (the gradient-independence assumption made exact; weight noise
+        keeps its masks on the fresh weights).
     loss : {"sum_squares", "readout"}
     n_out : int
         Outputs of the readout loss.
     q0, c0 : float, optional
         Layer-0 variance > 0 and correlation in [-1, 1] (default: the core's q*, c*).
     engine : {"projected", "dense"}
+        Weight noise (``acts_on = "weights"``, e.g. DropConnect) needs ``"dense"``.
     seed : int
     device : str
     max_bytes : int
@@ -213,6 +295,10 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=None, *, width, dept
     ------
     ValueError
         Naming the invalid argument and its range.
+
+    References
+    ----------
+    Huang et al. 2019 §4-5 (the simulated setting); docs/THEORY.md §4 (metrics), §11 (weight noise).
     """
     act = get_activation(activation)
     phi = act.torch
@@ -233,12 +319,15 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=None, *, width, dept
     q0 = real("q0 (layer-0 variance)", q0, 0.0, lo_open=True)
     c0 = real("c0 (layer-0 correlation)", c0, -1.0, 1.0)
     real("max_bytes", max_bytes, 0.0, lo_open=True)
-    if nz.acts_on != "units":
-        raise ValueError(f"{nz.name} noise acts on {nz.acts_on}; the simulator supports unit noise")
-    identity = bool(nz.is_identity())
+    weights = nz.acts_on == WEIGHTS and draws(nz)  # keep = 1 DropConnect is no noise: unit path
+    if weights and engine != "dense":
+        raise ValueError(f"engine must be 'dense' for {nz.name} noise (it acts on weights; the "
+                         f"projected engine has no weight matrix to mask), got {engine!r}")
 
     n, depth, rtot = int(width), int(depth), int(realisations)
-    if engine == "dense":
+    if weights:
+        per_real = 8 * (depth * n * n * (11 if gia else 8) + 4 * n * n_out + 12 * depth * n)
+    elif engine == "dense":
         per_real = 8 * (depth * n * n * (2 if gia else 1) + 12 * depth * n)
     else:
         per_real = 8 * 16 * depth * n
@@ -259,35 +348,15 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=None, *, width, dept
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(seeds[i] % (2**63 - 1)))
 
-        def noisy(p):
-            if identity:
-                return p
-            return nz.torch_g(p, nz.torch_xi(torch.rand(r, n, 2, generator=gen, dtype=dt, device=dev)))
-
         e = torch.randn(r, n, 2, generator=gen, dtype=dt, device=dev)
         z0 = math.sqrt(q0) * torch.stack(
             [e[..., 0], c0 * e[..., 0] + math.sqrt(max(0.0, 1.0 - c0 * c0)) * e[..., 1]], dim=-1)
         z0.requires_grad_(True)  # a leaf so that autograd records the graph
-        x = noisy(phi(z0))
-        xs, zs = [], []
-        for layer in range(depth):
-            b = torch.randn(r, n, 1, generator=gen, dtype=dt, device=dev) * math.sqrt(sigma_b2)
-            z = linear(x, n, sigma_w2, gen, gia) + b
-            xs.append(x)
-            zs.append(z)
-            if layer < depth - 1:
-                x = noisy(phi(z))
-        if loss == "readout":  # y = V x~^L: noisy last layer, V ~ N(0, sigma_w^2/N), no bias
-            y = linear(noisy(phi(zs[-1])), n_out, sigma_w2, gen, gia)
-        else:
-            y = phi(zs[-1])
-        energy = (y * y).sum()
-        deltas = torch.autograd.grad(energy, zs)
-        with torch.no_grad():
-            for layer in range(depth):
-                for key, val in zip(METRICS, _pair_metrics(deltas[layer], xs[layer])):
-                    out[key][start:start + r, layer] = val.cpu().numpy()
-        del xs, zs, deltas, x, y, energy
+        args = (nz, phi, z0, n, depth, sigma_w2, sigma_b2, gen, gia, loss, n_out)
+        metrics = _weight_noise_chunk(*args) if weights else _unit_noise_chunk(*args, linear)
+        for key, val in zip(METRICS, metrics):
+            out[key][start:start + r] = val.cpu().numpy()
+        del metrics
 
     return SimulationResult(
         activation=act.name, sigma_w2=sigma_w2, sigma_b2=sigma_b2, noise=nz, loss=loss,
