@@ -76,9 +76,9 @@ import math
 import sys
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy.special import log_ndtr
@@ -560,6 +560,8 @@ def read_table(path, *, dataset: str | None = None) -> list[dict]:
         row = {h: _parse_cell(h, cells[j], where) for j, h in used}
         if dataset is None or row.get("dataset") == dataset:
             rows.append(row)
+    if dataset is not None and "dataset" not in header:
+        raise ValueError(f"--dataset {dataset} given but table {path} has no dataset column")
     if not rows:
         raise ValueError(f"table {path} has no data rows" + (f" for dataset {dataset!r}" if dataset else ""))
     return rows

@@ -266,8 +266,8 @@ def test_last_step_with_a_value_and_unequal_ends_warns(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("sigma_w2,depth,steps,accuracy\n1.0,10,100,0.9\n1.0,10,200,0.92\n"
                  "1.0,20,100,0.85\n1.0,20,200,\n1.0,40,100,0.1\n1.0,40,200,0.1\n")
+    rows = fit.read_table(p)
     with pytest.warns(UserWarning, match="end at different steps"):
-        rows = fit.read_table(p)
         (b,) = fit.extract_boundaries(rows, metric="accuracy", keep=1.0, activation="tanh",
                                       sigma_b2=0.05, n_classes=10, xi=False)
     assert b.accuracy[1, 0] == 0.85 and b.L_max[0] == pytest.approx(math.sqrt(800))
@@ -287,6 +287,7 @@ def test_last_step_with_a_value_and_unequal_ends_warns(tmp_path):
     ("sigma_w2,depth,accuracy\n1,10,0.9\n", ["--threshold", "1.5"], "--threshold"),
     ("sigma_w2,depth,accuracy\n1,10,0.9\n", ["--plot", "x.jpg"], "--plot"),
     ("sigma_w2,depth,accuracy\n1,10,0.9\n", ["--metric", "eval_acc"], "--metric"),
+    ("sigma_w2,depth,accuracy\n1,10,0.9\n", ["--dataset", "mnist"], "no dataset column"),
 ])
 def test_table_errors_name_the_problem(tmp_path, capsys, text, args, flag):
     p = tmp_path / "bad.csv"
