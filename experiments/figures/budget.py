@@ -145,6 +145,9 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
 
 
 def render(ctx):
+    """The figure from ``budget_rows(ctx)``: boundaries per budget, a(T) per budget with CIs and the
+    budget law that predicts held-out budgets best (fitted on all of them); returns (fig, data) as
+    ``draw`` plus ``law`` and ``theta``."""
     from experiments import fit as fitmod
     rows, source = budget_rows(ctx)
     bs = fitmod.extract_boundaries(rows, per_step="each")
@@ -158,7 +161,7 @@ def render(ctx):
         held, note = None, f"no budget law compared: {exc}"
     winner = fitmod.held_out_winner(held) if held is not None else None
     if winner is not None:
-        f = fitmod.fit_all(bs, laws={winner: fitmod.budget_laws(scale)[winner]})[winner]
+        f = fitmod.fit_all(bs, laws={winner: fitmod.budget_laws(scale)[winner]}, n_boot=0)[winner]
         law_fit = f if isinstance(f, fitmod.FitResult) else None
         note = (f"law (best on held-out budgets): {winner}, "
                 + ", ".join(f"{p} = {t:.3g}" for p, t in zip(f.param_names, f.theta))
