@@ -1,4 +1,8 @@
-"""torch layers for the noise comparisons: k-winners-take-all, sparse weights, Sparseout.
+"""torch layers for the noise comparisons: k-winners-take-all and sparse weights.
+
+Noise layers (dropout, Sparseout, Gaussian noise, DropConnect) come from the one torch adapter
+``meanfield.nn``: ``NoiseModule("sparseout", keep=0.8, s=1.5)`` (unit noise after an activation,
+identity in eval mode) and ``NoisyLinear(..., "dropconnect", keep=0.9)`` (weight noise).
 
 Conventions (read these before comparing with other code):
 
@@ -34,12 +38,6 @@ Conventions (read these before comparing with other code):
   (``meanfield.kwinners.effective_sigma_w2``).
 - Fractions and probabilities are keyword-only (``density=``, ``keep=``/``drop=``): a positional
   probability is the keep/drop trap (``torch.nn.Dropout(0.8)`` drops 80 %).
-- ``Sparseout(keep=... | drop=..., s=2.0, backward="true" | "code")`` (THEORY section 6):
-  ``a~ = a + sgn(a) |a|^{s/2} xi``, ``xi = m/keep - 1``, ``m ~ Bernoulli(keep)``; identity in eval
-  mode. keep = probability of keeping (rho); drop = 1 - keep (PyTorch's ``p``). Exactly one must be
-  given. s = 2 is inverted dropout. ``backward="true"`` uses the derivative
-  ``1 + (s/2) |a|^{(s-2)/2} xi``; ``"code"`` the reference implementation's ``1 + |a|^{(s-2)/2} xi``.
-  Where a = 0 and s < 2 the noise factor (infinite there) is taken as 0; for s = 2 it is 1.
 """
 from __future__ import annotations
 
@@ -50,20 +48,8 @@ from torch import nn
 
 from meanfield.validation import integer, real
 
-__all__ = ["KWinners", "KWinners2d", "update_boost_strength", "SparseWeights", "Sparseout",
-           "rezero_weights", "attach_rezero"]
-
-
-def _keep_from(keep, drop):
-    if (keep is None) == (drop is None):
-        raise ValueError("give exactly one of keep= (keep probability) or drop= (drop probability)")
-    if keep is None:
-        if not 0 <= drop < 1:
-            raise ValueError(f"drop (drop probability) must lie in [0, 1); got {drop}")
-        keep = 1.0 - drop
-    if not 0 < keep <= 1:
-        raise ValueError(f"keep (keep probability) must lie in (0, 1]; got {keep}")
-    return float(keep)
+__all__ = ["KWinners", "KWinners2d", "update_boost_strength", "SparseWeights", "rezero_weights",
+           "attach_rezero"]
 
 
 def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -315,49 +301,3 @@ def rezero_weights(model: nn.Module) -> None:
 def attach_rezero(optimizer: torch.optim.Optimizer, model: nn.Module):
     """Register ``rezero_weights(model)`` as a post-step hook of ``optimizer``; returns the handle."""
     return optimizer.register_step_post_hook(lambda *_: rezero_weights(model))
-
-
-class _SparseoutFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, xi, s, true_grad):
-        ctx.save_for_backward(a, xi)
-        ctx.s, ctx.true_grad = s, true_grad
-        return a + torch.sign(a) * a.abs().pow(s / 2) * xi
-
-    @staticmethod
-    def backward(ctx, grad):
-        a, xi = ctx.saved_tensors
-        s = ctx.s
-        if s == 2:
-            power = torch.ones_like(a)
-        else:
-            power = torch.where(a != 0, a.abs().pow((s - 2) / 2), torch.zeros_like(a))
-        scale = s / 2 if ctx.true_grad else 1.0
-        return grad * (1 + scale * power * xi), None, None, None
-
-
-class Sparseout(nn.Module):
-    """Sparseout noise (module docstring); keep= or drop=, norm exponent s, backward "true"/"code"."""
-
-    def __init__(self, keep: float | None = None, *, drop: float | None = None, s: float = 2.0,
-                 backward: str = "true"):
-        super().__init__()
-        self.keep = _keep_from(keep, drop)
-        if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"s (Sparseout norm exponent) must be finite and > 0; got {s}")
-        if backward not in ("true", "code"):
-            raise ValueError(f"backward must be 'true' (derivative) or 'code' (reference code); got {backward!r}")
-        self.s, self.backward = float(s), backward
-
-    @property
-    def drop(self) -> float:
-        return 1.0 - self.keep
-
-    def extra_repr(self) -> str:
-        return f"keep={self.keep:g} (drop={self.drop:g}), s={self.s:g}, backward={self.backward}"
-
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.keep == 1.0:
-            return a
-        xi = torch.bernoulli(torch.full_like(a, self.keep)) / self.keep - 1
-        return _SparseoutFn.apply(a, xi, self.s, self.backward == "true")

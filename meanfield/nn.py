@@ -57,7 +57,10 @@ def resolve_noise(noise, acts_on=None, *, keep=None, drop=None, **params) -> Noi
     ValueError
         Unknown noise, missing or invalid parameters, array parameters, or the wrong kind.
     """
-    if not isinstance(noise, NoiseLayer):
+    if not isinstance(noise, (NoiseLayer, str)):
+        raise ValueError(f"noise must be a noise layer or a registered name, got {noise!r} (give "
+                         "probabilities by keyword: keep= (keep probability rho) or drop= (1 - rho))")
+    if isinstance(noise, str):
         if "keep" in {f.name for f in noise_class(noise).param_fields()}:
             keep_from(keep, drop)  # neither or both: ValueError naming keep and drop
     nz = make_noise(noise, keep=keep, drop=drop, **params).scalar()

@@ -1,11 +1,12 @@
-"""experiments.layers: KWinners basics, SparseWeights, Sparseout (duty cycles, state, KWinners2d and
+"""experiments.layers: KWinners basics, SparseWeights, Sparseout through meanfield.nn.NoiseModule (duty cycles, state, KWinners2d and
 bad input of the k-winners layers: tests/test_layers_kwinners.py)."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from experiments.layers import KWinners, Sparseout, SparseWeights, attach_rezero
+from experiments.layers import KWinners, SparseWeights, attach_rezero
+from meanfield.nn import NoiseModule
 
 torch.set_num_threads(1)
 
@@ -128,12 +129,12 @@ def test_sparse_weights_density_is_keyword_only():
 
 def test_sparseout_s2_is_inverted_dropout_and_eval_identity():
     a = torch.randn(1000, dtype=torch.float64)
-    layer = Sparseout(drop=0.3)
-    assert layer.keep == pytest.approx(0.7)
+    layer = NoiseModule("sparseout", drop=0.3)
+    assert layer.keep == pytest.approx(0.7) and layer.drop == pytest.approx(0.3)
     torch.manual_seed(5)
     out = layer(a)
     torch.manual_seed(5)
-    m = torch.bernoulli(torch.full_like(a, 0.7))
+    m = (torch.rand_like(a) < 0.7).double()  # the adapter draws uniforms u and keeps u < rho
     torch.testing.assert_close(out, a * m / 0.7)
     layer.eval()
     assert torch.equal(layer(a), a)
@@ -142,7 +143,7 @@ def test_sparseout_s2_is_inverted_dropout_and_eval_identity():
 def test_sparseout_moments():
     """E[a~|a] = a, Var[a~|a] = r |a|^s with r = drop/keep (Monte Carlo, 200k draws per value)."""
     torch.manual_seed(6)
-    layer = Sparseout(keep=0.8, s=1.5)
+    layer = NoiseModule("sparseout", keep=0.8, s=1.5)
     a = torch.tensor([-2.0, -0.3, 0.0, 0.7, 1.9], dtype=torch.float64)
     samples = layer(a.repeat(200_000, 1))
     r = 0.2 / 0.8
@@ -159,11 +160,11 @@ def test_sparseout_backward_true_and_code(s):
     g = torch.tensor([0.3, -1.0, 0.7, 2.0, 1.1], dtype=torch.float64)
     for backward in ("true", "code"):
         torch.manual_seed(7)
-        Sparseout(keep=0.6, s=s, backward=backward)(a).backward(g)
+        NoiseModule("sparseout", keep=0.6, s=s, backward=backward)(a).backward(g)
         got = a.grad.clone()
         a.grad = None
         torch.manual_seed(7)
-        xi = torch.bernoulli(torch.full_like(a, 0.6)) / 0.6 - 1
+        xi = (torch.rand_like(a) < 0.6).double() / 0.6 - 1
         ad = a.detach().abs()
         if backward == "true":
             # independent route: autograd through the explicit formula (away from a = 0)
@@ -182,15 +183,22 @@ def test_sparseout_backward_true_and_code(s):
 
 
 def test_sparseout_bad_input():
-    with pytest.raises(ValueError, match="exactly one"):
-        Sparseout(keep=0.5, drop=0.5)
-    with pytest.raises(ValueError, match="exactly one"):
-        Sparseout()
+    with pytest.raises(ValueError, match="keep.*drop.*not both"):
+        NoiseModule("sparseout", keep=0.5, drop=0.5)
+    with pytest.raises(ValueError, match="give keep.*or drop"):
+        NoiseModule("sparseout")
     with pytest.raises(ValueError, match="keep"):
-        Sparseout(keep=0.0)
+        NoiseModule("sparseout", keep=0.0)
     with pytest.raises(ValueError, match="drop"):
-        Sparseout(drop=1.0)
+        NoiseModule("sparseout", drop=1.0)
     with pytest.raises(ValueError, match="backward"):
-        Sparseout(keep=0.5, backward="ref")
+        NoiseModule("sparseout", keep=0.5, backward="ref")
     with pytest.raises(ValueError, match="s "):
-        Sparseout(keep=0.5, s=0.0)
+        NoiseModule("sparseout", keep=0.5, s=0.0)
+    # a probability where the layer is expected: the keep/drop trap is a clear error
+    with pytest.raises(ValueError, match="noise must be"):
+        NoiseModule("0.5")
+    with pytest.raises(ValueError, match="keyword"):
+        NoiseModule(0.8)
+    with pytest.raises(TypeError):
+        NoiseModule("sparseout", 0.8)
