@@ -1,5 +1,5 @@
-"""experiments.layers: KWinners basics, SparseWeights, Sparseout through meanfield.nn.NoiseModule (duty cycles, state, KWinners2d and
-bad input of the k-winners layers: tests/test_layers_kwinners.py)."""
+"""experiments.layers: KWinners basics, SparseWeights; Sparseout through meanfield.nn.NoiseModule
+(duty cycles, state, KWinners2d and bad input of the k-winners layers: tests/test_layers_kwinners.py)."""
 import numpy as np
 import pytest
 import torch
