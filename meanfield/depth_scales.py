@@ -12,29 +12,88 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fixed_points import solve_c_star, solve_q_star
-from .maps import Params, params
+from .kernels import Q_MIN
+from .maps import Params, chunk_slices, params, per_chunk
 from .noise import NoiseLayer
+from .validation import checked
 
 __all__ = ["depth_scale", "gradient_depth_scale", "q_star", "c_star", "chi_1", "chi_c", "chi_q",
            "MeanFieldResult", "analyze", "analyze_params"]
 
 
 def depth_scale(chi):
-    """xi = -1 / ln chi for a contracting slope (inf at chi = 1); used for xi_q and xi_c.
+    """xi = -1 / ln chi for a contracting slope chi in [0, 1]; used for xi_q and xi_c.
+
+    chi = 0 gives 0 and chi = 1 gives inf (the marginal map: no exponential approach).
+
+    Parameters
+    ----------
+    chi : array_like
+        Slope of a forward map at its stable fixed point, in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        The depth scale in layers, shaped like ``chi``.
+
+    Raises
+    ------
+    ValueError
+        If some chi is outside [0, 1] (a map with slope > 1 has no stable fixed point there).
 
     References
     ----------
     Schoenholz et al. 2017 eqs. (7), (9); docs/THEORY.md §3.
     """
-    chi = np.asarray(chi, float)
-    with np.errstate(divide="ignore"):
-        return np.where(chi == 1, np.inf, -1.0 / np.log(chi))
+    return _xi(checked("chi (slope of a forward map at its fixed point)", chi, "lie in [0, 1]",
+                       lambda a: (a >= 0) & (a <= 1)))
 
 
 def gradient_depth_scale(chi_1):
-    """xi_1 = 1 / |ln chi_1|; the sign of ln chi_1 says vanishing (< 0) or exploding (> 0)."""
+    """xi_1 = 1 / |ln chi_1|; the sign of ln chi_1 says vanishing (< 0) or exploding (> 0).
+
+    Parameters
+    ----------
+    chi_1 : array_like
+        Gradient factor per layer, >= 0; +inf allowed (Sparseout with s <= 1), giving 0.
+
+    Returns
+    -------
+    ndarray
+        xi_1 in layers (inf at chi_1 = 1, 0 at chi_1 = 0 or inf).
+
+    Raises
+    ------
+    ValueError
+        If some chi_1 is negative or NaN.
+
+    References
+    ----------
+    Huang et al. 2019 §4; docs/THEORY.md §3.
+    """
+    if isinstance(chi_1, (str, bytes)):
+        raise ValueError(f"chi_1 (gradient factor per layer) must be a number >= 0, got {chi_1!r}")
+    try:
+        arr = np.asarray(chi_1, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"chi_1 (gradient factor per layer) must be a number >= 0, got {chi_1!r}") \
+            from None
+    if not np.all(arr >= 0):  # also rejects NaN
+        raise ValueError(f"chi_1 (gradient factor per layer) must be >= 0 (inf allowed), got {chi_1!r}")
+    return _xi_1(arr)
+
+
+def _xi(chi):
+    """-1/ln chi, inf at chi >= 1 (a slope rounded above 1 at a stable fixed point), NaN kept."""
+    chi = np.asarray(chi, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(chi >= 1, np.inf, -1.0 / np.log(chi))
+
+
+def _xi_1(chi_1):
+    """1/|ln chi_1|, inf at 1, 0 at 0 and inf, NaN kept."""
     chi_1 = np.asarray(chi_1, float)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(chi_1 == 1, np.inf, 1.0 / np.abs(np.log(chi_1)))
 
 
@@ -52,32 +111,52 @@ def _public(fn):
 def q_star(p):
     """q* = sigma_w^2 E[g(sqrt(q*) z, xi)^2] + sigma_b^2, the stable fixed point of the variance map.
 
+    q* = 0 where sigma_b^2 = 0, phi(0) = 0 and the origin attracts, including the marginal
+    slope chi_q(0) = 1 with the map on or below the diagonal (tanh at sigma_w^2 = keep, ReLU at
+    sigma_w^2 = 2 keep); see :func:`~meanfield.fixed_points.solve_q_star`.
+
     Raises :class:`~meanfield.fixed_points.NoFixedPointError` where no finite q* exists.
     """
-    return solve_q_star(p)
+    return per_chunk(solve_q_star, p)
 
 
 @_public
 def chi_1(p):
-    """chi_1 = sigma_w^2 E[g'(sqrt(q*) z, xi)^2]; dropout: (sigma_w^2/rho) E[phi'^2]."""
-    return p.sigma_w2 * p.noise.deriv_second_moment(p.act, solve_q_star(p))
+    """chi_1 = sigma_w^2 E[g'(sqrt(q*) z, xi)^2]; dropout: (sigma_w^2/rho) E[phi'^2].
+
+    +inf for Sparseout with s <= 1 (E[g'^2] diverges through the zeros of phi).
+    """
+    return per_chunk(lambda c: c.sigma_w2 * c.noise.deriv_second_moment(c.act, _q_pos(c)), p)
 
 
 @_public
 def chi_q(p):
     """chi_q = sigma_w^2 E[g'^2 + g g''] at q*: the slope of the variance map at its fixed point."""
-    return p.sigma_w2 * p.noise.second_moment_slope(p.act, solve_q_star(p))
+    return per_chunk(lambda c: c.sigma_w2 * c.noise.second_moment_slope(c.act, _q_pos(c)), p)
+
+
+def _q_pos(p):
+    """q* with q* = 0 as Q_MIN: slopes at the origin are the q -> 0 limits (docs/THEORY.md §3)."""
+    return np.maximum(solve_q_star(p), Q_MIN)
 
 
 @_public
 def c_star(p):
-    """c*: stable fixed point of c -> (sigma_w^2 E[gbar(u1) gbar(u2)] + sigma_b^2) / q* at q*."""
+    """c*: stable fixed point of c -> (sigma_w^2 E[gbar(u1) gbar(u2)] + sigma_b^2) / q* at q*.
+
+    At q* = 0 the c-map is the q -> 0 limit of :func:`~meanfield.maps.c_map` (see
+    :func:`~meanfield.fixed_points.solve_c_star`).
+    """
     return analyze_params(p).c_star
 
 
 @_public
 def chi_c(p):
-    """chi_c = sigma_w^2 E[gbar'(u1) gbar'(u2)] at (q*, c*) (chi_2 of Huang et al.)."""
+    """chi_c = sigma_w^2 E[gbar'(u1) gbar'(u2)] at (q*, c*) (chi_2 of Huang et al.).
+
+    The pair-gradient factor; where q* > 0 also the slope of the c-map at c*. At q* = 0 the
+    c-map's slope differs (:attr:`MeanFieldResult.c_slope`).
+    """
     return analyze_params(p).chi_c
 
 
@@ -92,7 +171,14 @@ class MeanFieldResult:
         The layer, parameters broadcast to the result's shape.
     sigma_w2, sigma_b2 : ndarray
     q_star, c_star, chi_1, chi_c, chi_q, xi_q, xi_c, xi_1 : ndarray
-        xi_q = -1/ln chi_q, xi_c = -1/ln chi_c, xi_1 = 1/|ln chi_1|.
+        xi_q = -1/ln chi_q, xi_c = -1/ln chi_c, xi_1 = 1/|ln chi_1|. chi_c is the pair-gradient
+        factor sigma_w^2 E[gbar'(u1) gbar'(u2)] at (q*, c*) (chi_2 of Huang et al.).
+    c_slope : ndarray
+        Slope of the correlation map :func:`~meanfield.maps.c_map` at c*: equal to chi_c where
+        q* > 0. At q* = 0 (sigma_b^2 = 0, ordered) the c-map is the q -> 0 limit, normalised by
+        the mapped variance, and its slope differs from chi_c (dropout, smooth phi: keep versus
+        sigma_w^2 phi'(0)^2; no noise: 1 versus chi_1). See
+        :func:`~meanfield.fixed_points.solve_c_star`.
     has_fixed_point : ndarray of bool
         False (and NaN results) where no finite q* exists (only with ``on_missing='nan'``).
     """
@@ -109,6 +195,7 @@ class MeanFieldResult:
     xi_q: np.ndarray
     xi_c: np.ndarray
     xi_1: np.ndarray
+    c_slope: np.ndarray
     has_fixed_point: np.ndarray
 
     @property
@@ -129,7 +216,7 @@ class MeanFieldResult:
     def records(self):
         """One dict per parameter point (inputs, noise parameters and results)."""
         names = ("sigma_w2", "sigma_b2", "keep", "q_star", "c_star", "chi_1", "chi_c", "chi_q",
-                 "xi_q", "xi_c", "xi_1")
+                 "xi_q", "xi_c", "xi_1", "c_slope")
         shape = self.q_star.shape
         cols = [np.broadcast_to(getattr(self, n), shape).ravel() for n in names]
         extra = {k: np.broadcast_to(np.asarray(v), shape).ravel()
@@ -146,19 +233,41 @@ class MeanFieldResult:
         return out
 
 
+_FIELDS = ("q_star", "c_star", "chi_1", "chi_c", "chi_q", "xi_q", "xi_c", "xi_1", "c_slope",
+           "has_fixed_point")
+
+
 def analyze_params(p: Params, on_missing="raise", pair=None, q=None) -> MeanFieldResult:
     """:func:`analyze` on validated parameters; ``pair`` overrides the pair integrals (see
-    :func:`~meanfield.fixed_points.solve_c_star`) and ``q`` passes q* when it is already known."""
+    :func:`~meanfield.fixed_points.solve_c_star`) and ``q`` passes q* when it is already known.
+
+    Points are evaluated in chunks (:func:`~meanfield.maps.chunk_slices`) so that the quadrature
+    work arrays stay under :data:`~meanfield.maps.MEMORY_CAP` however large the grid.
+    """
+    pf = p.ravel()
+    qf = None if q is None else np.asarray(q, float).ravel()
+    cols = {k: np.empty(pf.sigma_w2.size, bool if k == "has_fixed_point" else float) for k in _FIELDS}
+    for sl in chunk_slices(pf.sigma_w2.size):
+        part = _analyze_flat(pf.take(sl), on_missing, pair, None if qf is None else qf[sl])
+        for k in _FIELDS:
+            cols[k][sl] = part[k]
+    return MeanFieldResult(p.act.name, p.noise, p.sigma_w2, p.sigma_b2,
+                           **{k: v.reshape(p.shape) for k, v in cols.items()})
+
+
+def _analyze_flat(p: Params, on_missing, pair, q):
     if q is None:
         q = solve_q_star(p, on_missing)
     ok = np.isfinite(q)
-    qz = np.where(ok, q, 1.0)  # placeholders where no q* exists; masked below
-    chi1 = np.where(ok, p.sigma_w2 * p.noise.deriv_second_moment(p.act, qz), np.nan)
-    chiq = np.where(ok, p.sigma_w2 * p.noise.second_moment_slope(p.act, qz), np.nan)
-    cs, chic = solve_c_star(p, q, chi1, pair)
-    return MeanFieldResult(
-        p.act.name, p.noise, p.sigma_w2, p.sigma_b2, q, cs, chi1, chic, chiq,
-        depth_scale(chiq), depth_scale(chic), gradient_depth_scale(chi1), ok)
+    chi1, chiq = np.full(q.shape, np.nan), np.full(q.shape, np.nan)
+    if np.any(ok):  # slopes at q* = 0 are the q -> 0 limits, evaluated at Q_MIN
+        nz, qp = p.noise.take(ok), np.maximum(q[ok], Q_MIN)
+        chi1[ok] = p.sigma_w2[ok] * nz.deriv_second_moment(p.act, qp)
+        chiq[ok] = p.sigma_w2[ok] * nz.second_moment_slope(p.act, qp)
+    cs, chic, slope = solve_c_star(p, q, chi1, pair)
+    # at a stable fixed point chi_q, chi_c <= 1: a value rounded above 1 means inf (marginal)
+    return dict(q_star=q, c_star=cs, chi_1=chi1, chi_c=chic, chi_q=chiq, xi_q=_xi(chiq),
+                xi_c=_xi(chic), xi_1=_xi_1(chi1), c_slope=slope, has_fixed_point=ok)
 
 
 def analyze(activation="tanh", sigma_w2=1.0, sigma_b2=0.05, keep=None, *, noise="dropout",

@@ -15,6 +15,11 @@ from .maps import Params
 __all__ = ["NoFixedPointError", "Q_CAP", "safeguarded_newton", "solve_q_star", "solve_c_star"]
 
 Q_CAP = 1e12  # an unbounded variance map still above the diagonal here has no finite fixed point
+# chi_q(0) within this of 1 is marginal: sigma_w2 * E[xi^2] * phi'(0)^2 rounds to 1 +- a few ulp
+MARGINAL_RTOL = 16 * np.finfo(float).eps
+PROBE_RTOL = 1e-10  # |F(q)| / q above this is a clear sign of the map minus the diagonal
+_PROBES = 10.0 ** np.arange(-8, 13, 2)
+ZERO_ATOL = 1e-14  # |c-map(0)| below this: c = 0 is a fixed point to rounding (odd phi, sigma_b^2 = 0)
 _MAX_ITER = 200
 
 
@@ -22,13 +27,14 @@ class NoFixedPointError(ValueError):
     """The variance map has no finite stable fixed point for some parameters."""
 
 
-def safeguarded_newton(fg, lo, hi, x, tol, what):
+def safeguarded_newton(fg, lo, hi, x, tol, what, scale=0.0):
     """Vectorised Newton on f with f(lo) >= 0 > f(hi) (or f(hi) = 0 taken as the negative side).
 
     ``fg(x, idx)`` returns (f, f') at the points idx. Steps leaving the bracket become bisections,
-    so convergence is guaranteed. A point stops when a Newton step is below ``tol`` (relative; the
-    returned iterate then carries an error ~tol^2 by quadratic convergence), when its bracket has
-    shrunk to rounding level, or when f = 0. ``lo`` and ``hi`` are updated in place.
+    so convergence is guaranteed. A point stops when a Newton step is below ``tol`` times
+    max(``scale``, |x|) (relative for scale = 0; the returned iterate then carries an error
+    ~tol^2 by quadratic convergence), when its bracket has shrunk to rounding level, or when
+    f = 0. ``lo`` and ``hi`` are updated in place.
 
     Raises
     ------
@@ -48,7 +54,7 @@ def safeguarded_newton(fg, lo, hi, x, tol, what):
             new = xa - np.where(df != 0, f / df, np.inf)
         bisect = ~((new > lo[active]) & (new < hi[active]))
         new = np.where(bisect, 0.5 * (lo[active] + hi[active]), new)
-        size = np.maximum(1.0, np.abs(new))
+        size = np.maximum(scale, np.abs(new))  # scale 0: q* = 1e-12 as accurate as q* = 1
         done = ((~bisect & (np.abs(new - xa) <= tol * size))
                 | (hi[active] - lo[active] <= 4e-16 * size) | (f == 0))
         x[active] = np.where(f == 0, xa, new)
@@ -60,33 +66,46 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
     """q* = sigma_w^2 E[g(sqrt(q*) z, xi)^2] + sigma_b^2, the stable fixed point (shape p.shape).
 
     NaN where no finite q* exists if ``on_missing == "nan"``; else :class:`NoFixedPointError`.
+
+    Conventions at the origin (sigma_b^2 = 0 and E[g^2] = 0 at q = 0, i.e. phi(0) = 0): q* = 0
+    when the origin attracts, i.e. when the slope chi_q(0) = sigma_w^2 dE[g^2]/dq at q = 0 is
+    below 1, and also when it is 1 (within rounding, ``MARGINAL_RTOL``) with the map on or below
+    the diagonal just above 0: tanh at sigma_w^2 = keep gives q* = 0 (the map is q - 2 q^2 + ...),
+    and a map that is exactly linear there (ReLU or linear at sigma_w^2 E[xi^2] = 2 or 1, k-WTA),
+    where every q is fixed, gives q* = 0 too: the limit of the ordered side, with chi_q = 1. A
+    marginal map above the diagonal (GELU, SiLU at sigma_w^2 = 4 keep) leaves the origin and has
+    its q* > 0, if any. Otherwise q* is bracketed and polished by Newton to a relative accuracy
+    set by the scale of q* itself (q* = 0.05 for sigma_w^2 = 1e-17, sigma_b^2 = 0.05).
     """
     pf = p.ravel()
     sw, sb, act, nz = pf.sigma_w2, pf.sigma_b2, pf.act, pf.noise
+    n = sw.size
+    q_out = np.full(n, np.nan)
+    if n == 0:
+        return q_out.reshape(p.shape)
 
     def F(q, idx):
+        if q.size == 0:
+            return q
         return sw[idx] * nz.take(idx).second_moment(act, q) + sb[idx] - q
 
     def fg(q, idx):
         m2, dm2 = nz.take(idx).second_moment_and_slope(act, q)
         return sw[idx] * m2 + sb[idx] - q, sw[idx] * dm2 - 1
 
-    n = sw.size
     lo = sb.copy()
-    q_out = np.full(n, np.nan)
-    # sigma_b^2 = 0 and phi(0) = 0: q = 0 is fixed; it is the attractor when the slope there is < 1
-    at_zero = F(lo, np.arange(n)) == 0
-    if np.any(at_zero):
-        iz = np.flatnonzero(at_zero)
-        slope0 = sw[iz] * nz.take(iz).second_moment_slope(act, np.zeros(iz.size))
-        stays = slope0 < 1
-        q_out[iz[stays]] = 0.0
-        lo[iz[~stays]] = 1e-300
+    # q = 0 is a fixed point at sigma_b^2 = 0 if phi(0) = 0 (every noise layer has g = 0 there)
+    origin = np.flatnonzero(sb == 0) if act.phi(np.zeros(1))[0] == 0 else np.zeros(0, int)
+    if origin.size:  # the slope there is the q -> 0 limit (kernels evaluate it at Q_MIN)
+        start = _leave_origin(F, origin, sw[origin] * nz.take(origin).second_moment_slope(
+            act, np.full(origin.size, Q_MIN)) - 1)
+        q_out[origin[start == 0]] = 0.0
+        lo[origin] = start
     todo = np.flatnonzero(np.isnan(q_out))
     hi = np.full(n, np.nan)
-    if act.bounded:  # |phi| <= 1 bounds E[g^2], so the map ends below this
-        hi[todo] = sw[todo] * np.broadcast_to(nz.take(todo).bounded_second_moment(), todo.shape) \
-            + sb[todo] + 1.0
+    if act.bounded:  # |phi| <= 1 bounds E[g^2] by B, so F(q) < 0 beyond sigma_w^2 B + sigma_b^2
+        hi[todo] = 2 * (sw[todo] * np.broadcast_to(nz.take(todo).bounded_second_moment(), todo.shape)
+                        + sb[todo])
     else:
         h = np.maximum(2 * lo[todo], 1.0)
         search = np.arange(todo.size)
@@ -106,6 +125,30 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
     return q_out.reshape(p.shape)
 
 
+def _leave_origin(F, idx, slope_minus_one):
+    """Where the fixed point q = 0 (sigma_b^2 = 0) attracts: 0 there, else a q > 0 with F(q) > 0.
+
+    ``slope_minus_one`` is chi_q(0) - 1. Below -MARGINAL_RTOL the origin attracts, above
+    +MARGINAL_RTOL it repels (F > 0 on (0, q*), so Q_MIN starts the bracket). In between, the sign
+    of F(q) at the first of the probes 1e-8, 1e-6, ..., 1e12 where |F| exceeds PROBE_RTOL q
+    decides; none (an exactly linear map) means q* = 0.
+    """
+    start = np.zeros(idx.size)
+    repel = np.flatnonzero(slope_minus_one > MARGINAL_RTOL)
+    clear = F(np.full(repel.size, Q_MIN), idx[repel]) > 0
+    start[repel[clear]] = Q_MIN
+    open_ = np.flatnonzero(slope_minus_one >= -MARGINAL_RTOL)
+    open_ = np.setdiff1d(open_, repel[clear])
+    for qp in _PROBES:
+        if open_.size == 0:
+            break
+        f = F(np.full(open_.size, qp), idx[open_])
+        decided = np.abs(f) > PROBE_RTOL * qp
+        start[open_[decided & (f > 0)]] = qp
+        open_ = open_[~decided]
+    return start
+
+
 def _raise_missing(pf: Params, missing):
     i = missing[0]
     point = pf.take(np.array([i]))
@@ -120,11 +163,21 @@ def _raise_missing(pf: Params, missing):
 
 
 def solve_c_star(p: Params, q, chi1, pair=None):
-    """Stable fixed point c* of the correlation map at q* and the slope chi_c there.
+    """Stable fixed point c* of the correlation map at q*, the slope chi_c there and the c-map's slope.
 
     The c-map is increasing and convex on [0, 1] (a power series in c with non-negative
     coefficients), so G(c) = cmap(c) - c has exactly one sign change on [0, 1) whenever
-    G(1) < 0 (noise) or the slope at c = 1 exceeds 1 (chaotic phase without noise).
+    G(1) < 0 (noise) or the slope at c = 1 exceeds 1 (chaotic phase without noise). Where c = 0
+    is a fixed point to working precision (sigma_b^2 = 0 and E[gbar] = 0, e.g. odd phi) and
+    attracts, c* = 0 exactly.
+
+    At q* = 0 (sigma_b^2 = 0, ordered variance map) the c-map is the limit q -> 0 of the
+    toolkit's :func:`~meanfield.maps.c_map`, c -> E[gbar(u1) gbar(u2)] / E[g^2] (normalised by
+    the mapped variance, which is no longer q*): for a smooth phi with phi(0) = 0 != phi'(0) it
+    is linear, c -> gbar'(0)^2 c / (dE[g^2]/dq at 0) (dropout: c -> keep c, so c* = 0; without
+    noise the identity, c* = 1); for ReLU it is q-independent, keep times the arc-cosine map. There chi_c (the GIA pair-gradient factor sigma_w^2 E[gbar'(u1) gbar'(u2)],
+    still evaluated at (q -> 0, c*)) and the slope of that c-map differ; both are returned.
+    Where q* > 0 they are equal.
 
     Parameters
     ----------
@@ -137,7 +190,7 @@ def solve_c_star(p: Params, q, chi1, pair=None):
 
     Returns
     -------
-    (c_star, chi_c) : ndarrays of shape p.shape
+    (c_star, chi_c, c_slope) : ndarrays of shape p.shape
     """
     pf = p.ravel()
     sw, sb, nz = pf.sigma_w2, pf.sigma_b2, pf.noise
@@ -151,39 +204,54 @@ def solve_c_star(p: Params, q, chi1, pair=None):
             return table(qq, cc, keys, rtol)
     q = q.ravel()
     n = q.size
-    c_out = np.full(n, np.nan)
-    chic = np.full(n, np.nan)
+    c_out, chic, slope = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     ok = np.flatnonzero(np.isfinite(q))
     noiseless = np.broadcast_to(nz.is_identity(), (n,))
-    ordered = ok[noiseless[ok] & (chi1.ravel()[ok] <= 1)]
+    # without noise c = 1 is fixed; it attracts in the ordered phase and at q* = 0 (where the
+    # c-map is the identity to first order in q)
+    ordered = ok[noiseless[ok] & ((chi1.ravel()[ok] <= 1) | (q[ok] == 0))]
     c_out[ordered] = 1.0
     chic[ordered] = chi1.ravel()[ordered]  # at c = 1, E[phi'(u1) phi'(u2)] = E[phi'^2]
+    slope[ordered] = np.where(q[ordered] == 0, 1.0, chic[ordered])
     solve = np.setdiff1d(ok, ordered)
     if solve.size == 0:
-        return c_out.reshape(p.shape), chic.reshape(p.shape)
-    # q* = 0 (sigma_b^2 = 0, ordered variance map): the c-map is taken in the q -> 0 limit
-    qs = np.where(q[solve] == 0, Q_MIN, q[solve])
+        return c_out.reshape(p.shape), chic.reshape(p.shape), slope.reshape(p.shape)
+    # c-map = a K(qs, c) + b: a = sigma_w^2 / q*, b = sigma_b^2 / q* where q* > 0; at q* = 0 the
+    # q -> 0 limit, evaluated at qs = Q_MIN: a = 1 / E[g^2](Q_MIN), b = 0
+    at_zero = q[solve] == 0
+    qs = np.where(at_zero, Q_MIN, q[solve])
+    a = sw[solve] / np.where(at_zero, 1.0, q[solve])
+    if np.any(at_zero):
+        iz = np.flatnonzero(at_zero)
+        a[iz] = 1.0 / nz.take(solve[iz]).second_moment(pf.act, qs[iz])
+    b = np.where(at_zero, 0.0, sb[solve] / qs)
 
     def fg_at(rtol):
         def fg(c, i):
-            idx = solve[i]
-            K, Kd = pair(qs[i], c, ("K", "Kd"), rtol, idx)
-            return (sw[idx] * K + sb[idx]) / qs[i] - c, sw[idx] * Kd - 1
+            K, Kd = pair(qs[i], c, ("K", "Kd"), rtol, solve[i])
+            return a[i] * K + b[i] - c, a[i] * qs[i] * Kd - 1
         return fg
 
-    every = np.arange(solve.size)
-    g0, dg0 = fg_at(1e-6)(np.zeros(solve.size), every)
-    zero_root = (g0 == 0) & (dg0 <= 0)  # c = 0 fixed and attracting from above
-    # Start from one map step below c = 1, C(1) >= c* (C is increasing); Newton on cheap
-    # quadrature (rtol 1e-6) to ~1e-6, then at full accuracy from there: one or two steps, with
-    # [0, 1] still the bracket so a poor start cannot mislead it.
-    K1 = pair(qs, np.ones(solve.size), ("K",), 1e-6, solve)[0]
-    c1_map = (sw[solve] * K1 + sb[solve]) / qs
-    x0 = np.where(noiseless[solve], 0.5, np.clip(c1_map, 0.0, 1.0))
-    c1 = safeguarded_newton(fg_at(1e-6), np.zeros(solve.size), np.ones(solve.size), x0, 1e-6, "c*")
-    c_sol = safeguarded_newton(fg_at(RTOL), np.zeros(solve.size), np.ones(solve.size), c1,
-                               1e-8, "c*")
-    chic[solve] = sw[solve] * pair(qs, c_sol, ("Kd",), RTOL, solve)[0]
-    c_sol[zero_root] = 0.0
+    # c = 0 fixed (to rounding: E[gbar]^2 of an odd phi) and attracting from above
+    c_sol = np.zeros(solve.size)
+    todo = np.arange(solve.size)
+    cand = np.flatnonzero(sb[solve] == 0)
+    if cand.size:
+        g0, dg0 = fg_at(RTOL)(np.zeros(cand.size), cand)
+        todo = np.setdiff1d(todo, cand[(np.abs(g0) <= ZERO_ATOL) & (dg0 <= 0)])
+    if todo.size:
+        # Start from one map step below c = 1, C(1) >= c* (C is increasing); Newton on cheap
+        # quadrature (rtol 1e-6) to ~1e-6, then at full accuracy from there: one or two steps,
+        # with [0, 1] still the bracket so a poor start cannot mislead it.
+        K1 = pair(qs[todo], np.ones(todo.size), ("K",), 1e-6, solve[todo])[0]
+        x0 = np.where(noiseless[solve[todo]], 0.5, np.clip(a[todo] * K1 + b[todo], 0.0, 1.0))
+        lo, hi = np.zeros(todo.size), np.ones(todo.size)
+        fast, full = fg_at(1e-6), fg_at(RTOL)
+        c1 = safeguarded_newton(lambda c, i: fast(c, todo[i]), lo, hi, x0, 1e-6, "c*", scale=1.0)
+        c_sol[todo] = safeguarded_newton(lambda c, i: full(c, todo[i]), np.zeros(todo.size),
+                                         np.ones(todo.size), c1, 1e-8, "c*", scale=1.0)
+    kd = pair(qs, c_sol, ("Kd",), RTOL, solve)[0]
+    chic[solve] = sw[solve] * kd
+    slope[solve] = a * qs * kd
     c_out[solve] = c_sol
-    return c_out.reshape(p.shape), chic.reshape(p.shape)
+    return c_out.reshape(p.shape), chic.reshape(p.shape), slope.reshape(p.shape)

@@ -12,13 +12,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Activation, get_activation
+from .gauss import ConvergenceError
+from .kernels import Q_MIN
 from .noise import NoiseLayer, make_noise
-from .validation import checked, finite_array
+from .validation import C_ROUND, checked, correlation, finite_array
 
-__all__ = ["Params", "params", "q_map", "covariance_map", "c_map", "check_q", "check_qc"]
+__all__ = ["Params", "params", "q_map", "covariance_map", "c_map", "check_q", "check_qc",
+           "settle_correlation", "MEMORY_CAP", "POINT_BYTES", "chunk_slices", "per_chunk"]
 
 SIGMA_W2 = "sigma_w2 (weight variance)"
 SIGMA_B2 = "sigma_b2 (bias variance)"
+
+# Parameter points are evaluated in chunks so that the quadrature work arrays of one call stay
+# under MEMORY_CAP bytes. POINT_BYTES bounds the peak per point of the costliest path (analyze:
+# the nested pair integrals of c*), measured with tracemalloc (tests/test_edges_grid.py).
+MEMORY_CAP = 256 * 2**20
+POINT_BYTES = 4 * 2**20
+
+
+def chunk_slices(n: int, point_bytes: int = POINT_BYTES):
+    """Slices cutting n points into chunks of at most MEMORY_CAP // point_bytes (>= 1) points."""
+    step = max(1, MEMORY_CAP // point_bytes)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,31 @@ class Params:
     def take(self, idx) -> "Params":
         """The parameter points ``idx``."""
         return Params(self.act, self.noise.take(idx), self.sigma_w2[idx], self.sigma_b2[idx])
+
+    def broadcast_to(self, shape) -> "Params":
+        """The same parameters broadcast to ``shape``."""
+        return Params(self.act, self.noise.broadcast_to(shape),
+                      np.broadcast_to(self.sigma_w2, shape).copy(),
+                      np.broadcast_to(self.sigma_b2, shape).copy())
+
+
+def per_chunk(fn, p: Params, *arrays, n_out=1):
+    """fn(p_chunk, *array_chunks) over flat chunks of p and ``arrays`` broadcast together.
+
+    ``fn`` returns one flat array (or a tuple of ``n_out``); the results are reassembled in the
+    broadcast shape. Empty inputs give empty results without calling fn.
+    """
+    arrays = [np.asarray(a, float) for a in arrays]
+    shape = np.broadcast_shapes(p.shape, *(a.shape for a in arrays))
+    pf = p.broadcast_to(shape).ravel()
+    flat = [np.broadcast_to(a, shape).ravel() for a in arrays]
+    outs = [np.empty(pf.sigma_w2.size) for _ in range(n_out)]
+    for sl in chunk_slices(pf.sigma_w2.size):
+        res = fn(pf.take(sl), *(a[sl] for a in flat))
+        for o, r in zip(outs, res if n_out > 1 else (res,)):
+            o[sl] = r
+    outs = [o.reshape(shape) for o in outs]
+    return outs if n_out > 1 else outs[0]
 
 
 def params(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout", drop=None,
@@ -96,11 +136,29 @@ def check_q(q) -> np.ndarray:
 
 
 def check_qc(q, c):
-    """(q, c) as float arrays: variances >= 0 and correlations in [-1, 1]."""
-    c = finite_array("c (correlation)", c)
-    if np.any(np.abs(c) > 1):
-        raise ValueError(f"c (correlation) must lie in [-1, 1], got {c!r}")
-    return check_q(q), c
+    """(q, c) as float arrays: variances >= 0 and correlations in [-1, 1] (within C_ROUND,
+    clipped: a c-map output a few ulp above 1 is a valid input)."""
+    return check_q(q), correlation(c)
+
+
+def settle_correlation(c, what="c-map"):
+    """Computed correlations clipped into [-1, 1] where the excess is rounding (<= C_ROUND).
+
+    A ratio of two integrals whose exact values obey |q_ab| <= q can come out a few ulp (at most
+    the integrals' tolerance) outside; more than C_ROUND means an inaccurate integral.
+
+    Raises
+    ------
+    ConvergenceError
+        If some value exceeds 1 in magnitude by more than C_ROUND.
+    """
+    c = np.asarray(c, float)
+    excess = np.abs(c) - 1
+    if np.any(excess > C_ROUND):
+        raise ConvergenceError(f"{what}: correlation {float(c.flat[np.argmax(excess)])!r} lies "
+                               f"outside [-1, 1] by more than {C_ROUND:g}: the pair integral is "
+                               "inaccurate here (please report)")
+    return np.clip(c, -1.0, 1.0)
 
 
 def q_map(q, activation, sigma_w2, sigma_b2, keep=None, **kw):
@@ -123,7 +181,15 @@ def q_map(q, activation, sigma_w2, sigma_b2, keep=None, **kw):
     docs/THEORY.md §3; Schoenholz et al. 2017 eq. (3); Huang et al. 2019 eq. (5).
     """
     p = params(activation, sigma_w2, sigma_b2, keep, **kw)
-    return p.sigma_w2 * p.noise.second_moment(p.act, check_q(q)) + p.sigma_b2
+    return per_chunk(_q_map, p, check_q(q))
+
+
+def _q_map(p, q):
+    return p.sigma_w2 * p.noise.second_moment(p.act, q) + p.sigma_b2
+
+
+def _covariance_map(p, q, c):
+    return p.sigma_w2 * p.noise.pair_moments(p.act, q, c, ("K",))[0] + p.sigma_b2
 
 
 def covariance_map(q, c, activation, sigma_w2, sigma_b2, keep=None, **kw):
@@ -134,7 +200,8 @@ def covariance_map(q, c, activation, sigma_w2, sigma_b2, keep=None, **kw):
     Parameters
     ----------
     q, c : array_like
-        Variance >= 0 and correlation in [-1, 1] of the two inputs' pre-activations.
+        Variance >= 0 and correlation in [-1, 1] (within ``C_ROUND``) of the two inputs'
+        pre-activations.
     activation, sigma_w2, sigma_b2, keep, **kw
         The layer (see :func:`params`).
 
@@ -144,14 +211,29 @@ def covariance_map(q, c, activation, sigma_w2, sigma_b2, keep=None, **kw):
         q_ab^{l+1}.
     """
     p = params(activation, sigma_w2, sigma_b2, keep, **kw)
-    q, c = check_qc(q, c)
-    return p.sigma_w2 * p.noise.pair_moments(p.act, q, c, ("K",))[0] + p.sigma_b2
+    return per_chunk(_covariance_map, p, *check_qc(q, c))
 
 
 def c_map(q, c, activation, sigma_w2, sigma_b2, keep=None, **kw):
     """Correlation map c^{l+1} = q_ab^{l+1} / q^{l+1} for two inputs of equal variance q.
 
+    The result lies in [-1, 1], so iterating the map layer by layer is safe: the exact ratio
+    obeys |q_ab| <= q (Cauchy-Schwarz), and rounding beyond is clipped (``settle_correlation``).
+    At q = 0 with sigma_b^2 = 0 (0/0) it is the limit q -> 0, evaluated at q = Q_MIN.
+
     Parameters and references as :func:`covariance_map`.
+
+    Raises
+    ------
+    ValueError
+        For invalid parameters, or c outside [-1, 1] by more than ``C_ROUND``.
+    ConvergenceError
+        If the integrals are too inaccurate to give a correlation (a bug: please report).
     """
-    return covariance_map(q, c, activation, sigma_w2, sigma_b2, keep, **kw) / q_map(
-        q, activation, sigma_w2, sigma_b2, keep, **kw)
+    p = params(activation, sigma_w2, sigma_b2, keep, **kw)
+    q, c = check_qc(q, c)
+
+    def ratio(pc, qc, cc):
+        qc = np.where((qc == 0) & (pc.sigma_b2 == 0), Q_MIN, qc)  # 0/0: the q -> 0 limit
+        return settle_correlation(_covariance_map(pc, qc, cc) / _q_map(pc, qc))
+    return per_chunk(ratio, p, q, c)

@@ -11,8 +11,9 @@ from .depth_scales import MeanFieldResult, analyze_params
 from .fixed_points import solve_q_star
 from .gauss import RTOL
 from .kernels import Q_MIN
-from .maps import params
+from .maps import SIGMA_B2, SIGMA_W2, chunk_slices, params, per_chunk
 from .noise import make_noise
+from .validation import choice, finite_array, integer, real
 
 __all__ = ["critical_sigma_w2", "PairTable", "PhaseDiagram", "phase_diagram"]
 
@@ -20,13 +21,17 @@ SIGMA_W2_MAX = 1e6
 
 
 def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", drop=None, tol=1e-13,
-                      **noise_params):
+                      on_missing="raise", **noise_params):
     """sigma_w^2 on the critical line chi_1(sigma_w^2) = 1 for given sigma_b^2 and noise (vectorised).
 
     chi_1 increases with sigma_w^2; the root of ln chi_1 in ln sigma_w^2 is bracketed and found by
     the Illinois variant of regula falsi (superlinear, never leaves the bracket). Where the variance
     map diverges first (ReLU: sigma_w^2 >= 2 keep) the divergence point is the critical line, found
-    by bisection.
+    by bisection. At sigma_b^2 = 0 with phi(0) = 0, where q* = 0 holds up to the line, chi_1 =
+    sigma_w^2 E[g'^2] at q -> 0 and the line is exact: sigma_w^2 = 1 / E[g'^2](0), for dropout
+    keep / phi'(0)^2 (tanh: keep; ReLU: 2 keep; GELU, SiLU: 4 keep). This is a double root of
+    chi_1 - 1 for odd phi (chi_1 - 1 ~ (sigma_w^2 - keep)^2 above it), where bisection would only
+    reach sqrt(machine epsilon).
 
     Parameters
     ----------
@@ -36,7 +41,10 @@ def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", drop=
     keep, drop, noise, **noise_params
         The noise layer, as in :func:`meanfield.maps.params`.
     tol : float
-        Absolute tolerance in ln sigma_w^2.
+        Absolute tolerance in ln sigma_w^2, in [1e-15, 0.1].
+    on_missing : {"raise", "nan"}
+        Where there is no critical line (chi_1 >= 1 as sigma_w^2 -> 0, e.g. Sparseout with
+        s <= 1 where chi_1 = inf, or chi_1 < 1 up to sigma_w^2 = 1e6): raise, or return NaN there.
 
     Returns
     -------
@@ -46,41 +54,87 @@ def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", drop=
     Raises
     ------
     ValueError
-        If chi_1 stays above 1 as sigma_w^2 -> 0 or below 1 up to sigma_w^2 = 1e6.
+        For invalid parameters, and (``on_missing="raise"``) where there is no critical line,
+        naming the parameters.
     """
+    choice("on_missing", on_missing, ("raise", "nan"))
+    tol = real("tol", tol, 1e-15, 0.1)
     p = params(activation, 1.0, sigma_b2, keep, noise=noise, drop=drop, **noise_params)
-    shape = p.shape
-    pf = p.ravel()
-    sb = pf.sigma_b2
+    return per_chunk(lambda c: _critical(c, tol, on_missing), p)
 
-    def log_chi(x, idx):  # ln chi_1 at sigma_w^2 = e^x; +inf where no finite q*
-        nz = pf.noise.take(idx)
-        pp = params(p.act, np.exp(x), sb[idx], noise=nz)
-        q = solve_q_star(pp, on_missing="nan")
-        ok = np.isfinite(q)
-        out = np.full(x.shape, np.inf)
-        out[ok] = np.log(pp.sigma_w2[ok] * nz.take(ok).deriv_second_moment(p.act, q[ok]))
+
+def _log_chi(p, x, idx):
+    """ln chi_1 at sigma_w^2 = e^x for the points idx of p (flat); +inf where no finite q*."""
+    out = np.full(x.shape, np.inf)
+    if x.size == 0:
         return out
+    nz = p.noise.take(idx)
+    pp = params(p.act, np.exp(x), p.sigma_b2[idx], noise=nz)
+    q = solve_q_star(pp, on_missing="nan")
+    ok = np.isfinite(q)
+    if np.any(ok):
+        chi = pp.sigma_w2[ok] * nz.take(ok).deriv_second_moment(p.act, np.maximum(q[ok], Q_MIN))
+        with np.errstate(divide="ignore"):
+            out[ok] = np.log(chi)
+    return out
 
-    every = np.arange(sb.size)
-    lo, hi = np.full(sb.size, np.log(1e-3)), np.zeros(sb.size)
-    f_lo, f_hi = log_chi(lo, every), log_chi(hi, every)
-    while np.any(f_lo >= 0):  # widen both ends geometrically until they bracket the crossing
-        bad = np.flatnonzero(f_lo >= 0)
-        if np.any(lo[bad] < np.log(1e-12)):
-            raise ValueError("chi_1 >= 1 even for sigma_w2 -> 0: no critical line for these parameters")
+
+def _exact_at_origin(p):
+    """sigma_w^2 = 1 / E[g'^2](q -> 0) where sigma_b^2 = 0, phi(0) = 0 and q* = 0 up to there."""
+    out = np.full(p.sigma_b2.size, np.nan)
+    cand = np.flatnonzero(p.sigma_b2 == 0) if p.act.phi(np.zeros(1))[0] == 0 else np.zeros(0, int)
+    if cand.size == 0:
+        return out
+    d0 = p.noise.take(cand).deriv_second_moment(p.act, np.full(cand.size, Q_MIN))
+    cand, sw = cand[(d0 > 0) & np.isfinite(d0)], 1.0 / d0[(d0 > 0) & np.isfinite(d0)]
+    if cand.size == 0:
+        return out
+    # q* = 0 just below the candidate (chi_q(0) <= 1 there) makes chi_1 = sigma_w^2 E[g'^2](0)
+    # on the whole ordered side: the candidate is the crossing
+    below = params(p.act, sw * (1 - 1e-6), 0.0, noise=p.noise.take(cand))
+    stays = solve_q_star(below, on_missing="nan") == 0
+    out[cand[stays]] = sw[stays]
+    return out
+
+
+def _critical(p, tol, on_missing):
+    sb = p.sigma_b2
+    result = _exact_at_origin(p)
+    every = np.flatnonzero(np.isnan(result))
+    n = sb.size
+    lo, hi = np.full(n, np.log(1e-3)), np.zeros(n)
+    f_lo, f_hi = np.full(n, -np.inf), np.full(n, np.inf)
+    f_lo[every], f_hi[every] = _log_chi(p, lo[every], every), _log_chi(p, hi[every], every)
+    none = np.zeros(n, bool)  # no critical line
+    bad = every[f_lo[every] >= 0]
+    while bad.size:  # widen both ends geometrically until they bracket the crossing
+        gone = lo[bad] < np.log(1e-12)
+        none[bad[gone]] = True
+        bad = bad[~gone]
         hi[bad], f_hi[bad] = lo[bad], f_lo[bad]
         lo[bad] -= np.log(10)
-        f_lo[bad] = log_chi(lo[bad], bad)
-    while np.any(f_hi < 0):
-        low = np.flatnonzero(f_hi < 0)
-        if np.any(hi[low] > np.log(SIGMA_W2_MAX)):
-            raise ValueError(f"chi_1 < 1 up to sigma_w2 = {SIGMA_W2_MAX:g}: no critical line found")
+        f_lo[bad] = _log_chi(p, lo[bad], bad)
+        bad = bad[f_lo[bad] >= 0]
+    low = every[~none[every] & (f_hi[every] < 0)]
+    while low.size:
+        gone = hi[low] > np.log(SIGMA_W2_MAX)
+        none[low[gone]] = True
+        low = low[~gone]
         lo[low], f_lo[low] = hi[low], f_hi[low]
         hi[low] += np.log(4)
-        f_hi[low] = log_chi(hi[low], low)
-    side = np.zeros(sb.size)
-    active = every
+        f_hi[low] = _log_chi(p, hi[low], low)
+        low = low[f_hi[low] < 0]
+    if np.any(none) and on_missing == "raise":
+        i = np.flatnonzero(none)[0]
+        point = p.noise.take(np.array([i])).take(0)
+        desc = point.spec() if point.shape == () else p.noise.name
+        raise ValueError(
+            f"no critical line chi_1 = 1 for activation={p.act.name!r}, noise={desc}, "
+            f"sigma_b2={sb[i]:g}: chi_1 {'>= 1 as sigma_w2 -> 0' if f_lo[i] >= 0 else f'< 1 up to sigma_w2 = {SIGMA_W2_MAX:g}'}"
+            f"{' (chi_1 = inf: Sparseout with s <= 1)' if np.isinf(f_lo[i]) and f_lo[i] > 0 else ''}"
+            f"; {int(none.sum())} point(s) affected. Pass on_missing='nan' to mark them NaN.")
+    side = np.zeros(n)
+    active = every[~none[every]]
     for _ in range(200):
         if active.size == 0:
             break
@@ -89,7 +143,7 @@ def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", drop=
         with np.errstate(invalid="ignore"):  # fb = inf (map diverged) takes the bisection branch
             x = np.where(np.isfinite(fb), (a * fb - b * fa) / (fb - fa), 0.5 * (a + b))
         x = np.where((x > a) & (x < b), x, 0.5 * (a + b))
-        fx = log_chi(x, active)
+        fx = _log_chi(p, x, active)
         right = fx >= 0
         hi[active] = np.where(right, x, b)
         f_hi[active] = np.where(right, fx, fb)
@@ -107,7 +161,9 @@ def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", drop=
     else:
         raise RuntimeError("critical line: no convergence (please report)")
     x = np.where(np.abs(f_lo) < np.abs(np.where(np.isfinite(f_hi), f_hi, np.inf)), lo, hi)
-    return np.exp(x).reshape(shape)
+    found = every[~none[every]]
+    result[found] = np.exp(x[found])
+    return result
 
 
 class PairTable:
@@ -150,7 +206,10 @@ class PairTable:
         u, x = self._nodes(n_q), self._nodes(n_c)
         q = np.exp(self.lo + (u + 1) / 2 * (self.hi - self.lo))
         Q, Cc = np.meshgrid(q, (x + 1) / 2, indexing="ij")
-        K, Kd = self._pair(Q, Cc, ("K", "Kd"))
+        K, Kd = np.empty(Q.size), np.empty(Q.size)
+        for sl in chunk_slices(Q.size):  # up to n_max^2 pair integrals: bounded memory
+            K[sl], Kd[sl] = self._pair(Q.ravel()[sl], Cc.ravel()[sl], ("K", "Kd"))
+        K, Kd = K.reshape(Q.shape), Kd.reshape(Q.shape)
         a2, d2 = self._pair(q, np.ones_like(q), ("K", "Kd"))
         Tu, Tx = chebvander(u, n_q - 1), chebvander(x, n_c - 1)
         wu = np.full(n_q, 2.0 / n_q)
@@ -184,8 +243,10 @@ class PairTable:
 class PhaseDiagram:
     """Mean-field results on a (sigma_b^2, sigma_w^2) grid (rows: sigma_b^2) and the critical line.
 
-    ``table_check``: largest |c*| and relative chi_c deviation between the tabulated pair
-    integrals and direct quadrature at a random sample of grid points (zeros when no table used).
+    ``critical_sigma_w2`` is NaN for the sigma_b^2 without a critical line (``has_critical_line``
+    False; e.g. Sparseout with s <= 1, where chi_1 = inf). ``table_check``: largest |c*| and
+    relative chi_c deviation between the tabulated pair integrals and direct quadrature at a
+    random sample of grid points (zeros when no table used).
     """
 
     sigma_w2: np.ndarray
@@ -193,6 +254,11 @@ class PhaseDiagram:
     result: MeanFieldResult
     critical_sigma_w2: np.ndarray
     table_check: tuple = (0.0, 0.0)
+
+    @property
+    def has_critical_line(self):
+        """Boolean per sigma_b^2: False where chi_1 = 1 is never reached (NaN critical_sigma_w2)."""
+        return np.isfinite(self.critical_sigma_w2)
 
 
 def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout", drop=None,
@@ -214,19 +280,31 @@ def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout",
         One noise layer with scalar parameters (as in :func:`meanfield.maps.params`).
     exact : bool
         Direct quadrature for every c* instead of the table.
+    n_check, seed : int
+        Number of table checks (>= 0) and the seed choosing their points.
 
     Returns
     -------
     PhaseDiagram
+        Where no critical line exists for a sigma_b^2 its entry is NaN (``has_critical_line``).
+
+    Raises
+    ------
+    ValueError
+        For invalid parameters (naming them).
     """
-    sw = np.asarray(sigma_w2, float).ravel()
-    sb = np.asarray(sigma_b2, float).ravel()
+    sw = finite_array(SIGMA_W2, sigma_w2).ravel()
+    sb = finite_array(SIGMA_B2, sigma_b2).ravel()
+    n_check = integer("n_check", n_check, 0)
+    seed = integer("seed", seed, 0)
+    if not isinstance(exact, (bool, np.bool_)):
+        raise ValueError(f"exact must be True or False, got {exact!r}")
     nz = make_noise(noise, keep=keep, drop=drop, **noise_params)
     if nz.shape != ():
         raise ValueError("phase_diagram takes one noise layer with scalar parameters (one keep "
                          "value); call it once per value")
     p = params(activation, sw[None, :], sb[:, None], noise=nz)
-    q = solve_q_star(p, on_missing="nan")
+    q = per_chunk(lambda c: solve_q_star(c, on_missing="nan"), p)
     table, check = None, (0.0, 0.0)
     finite = q[np.isfinite(q)]
     if not exact and finite.size and not {"K", "Kd"} <= set(p.act.closed):
@@ -236,7 +314,7 @@ def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout",
     res = analyze_params(p, on_missing="nan", pair=table, q=q)
     if table is not None and n_check:
         check = _check_table(p, res, n_check, seed)
-    crit = critical_sigma_w2(p.act, sb, noise=nz)
+    crit = critical_sigma_w2(p.act, sb, noise=nz, on_missing="nan")
     return PhaseDiagram(sw, sb, res, crit, check)
 
 

@@ -10,10 +10,15 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-__all__ = ["finite_array", "checked", "real", "integer", "choice", "keep_from", "KEEP", "DROP"]
+__all__ = ["finite_array", "checked", "real", "integer", "choice", "keep_from", "correlation",
+           "KEEP", "DROP", "CORRELATION", "C_ROUND"]
 
 KEEP = "keep (keep probability rho)"
 DROP = "drop (drop probability 1 - rho)"
+CORRELATION = "c (correlation)"
+# |c| - 1 up to this is rounding of a computed correlation (a ratio of two integrals, each good to
+# ~1e-13 relative), taken as +-1; anything beyond is not a correlation
+C_ROUND = 1e-10
 
 
 def finite_array(name: str, value) -> np.ndarray:
@@ -30,11 +35,36 @@ def finite_array(name: str, value) -> np.ndarray:
 
 
 def checked(name: str, value, valid: str, ok: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """A finite float array whose every element passes ``ok``; else ``ValueError("name must valid")``."""
+    """A finite float array whose every element passes ``ok``; else ``ValueError("name must valid")``.
+
+    The message quotes the first offending element at full precision.
+    """
     arr = finite_array(name, value)
-    if not np.all(ok(arr)):
-        raise ValueError(f"{name} must {valid}, got {value!r}")
+    bad = ~np.asarray(ok(arr), bool)
+    if np.any(bad):
+        raise ValueError(f"{name} must {valid}, got {_first(arr, bad)}")
     return arr
+
+
+def _first(arr, bad) -> str:
+    """The first element of arr where bad, as repr(float), with its index if arr is an array."""
+    if arr.ndim == 0:
+        return repr(float(arr))
+    i = tuple(int(j) for j in np.argwhere(np.broadcast_to(bad, arr.shape))[0])
+    return f"{float(arr[i])!r} (at index {i[0] if len(i) == 1 else i})"
+
+
+def correlation(value, name: str = CORRELATION) -> np.ndarray:
+    """Correlations as a float array in [-1, 1]; values within ``C_ROUND`` of +-1 are clipped.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` if some value is not finite or lies further outside [-1, 1].
+    """
+    c = checked(name, value, f"lie in [-1, 1] (within {C_ROUND:g})",
+                lambda a: np.abs(a) <= 1 + C_ROUND)
+    return np.clip(c, -1.0, 1.0)
 
 
 def _interval(lo, hi, lo_open, hi_open) -> str:
