@@ -2,8 +2,9 @@
 
 One table per experiment, one row per finished unit of work (e.g. one trained network). A unique
 key over the configuration columns makes reruns idempotent: a sweep asks ``is_done(key)`` /
-``done_keys()`` before working and ``insert(row)`` afterwards. Each insert is committed on its own,
-so killing a sweep loses at most the row in progress and never duplicates one.
+``done_keys()`` before working and ``insert(row)`` afterwards. Each insert (``insert_many``: each
+batch of rows, atomically) is committed on its own, so killing a sweep loses at most the work in
+progress and never duplicates a row. ``experiments.runner`` does this for every study.
 
 Example::
 
@@ -128,8 +129,15 @@ class Store:
         return cur.rowcount == 1
 
     def insert_many(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert rows one by one (each committed); returns how many were new."""
-        return sum(self.insert(r) for r in rows)
+        """Insert-or-ignore rows in one transaction (all or none); returns how many were new."""
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            added = sum(self.insert(r) for r in rows)
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+        return added
 
     def rows(self, **where: Any) -> list[dict[str, Any]]:
         """Stored rows as dicts in insertion order, optionally filtered by column equality."""

@@ -136,3 +136,16 @@ def test_store_rejects_bad_specs(tmp_path):
             st.insert({"a": 1.0, "c": 2})
         with pytest.raises(ValueError, match="missing"):
             st.insert({"b": "x"})
+
+
+def test_store_insert_many_is_one_transaction(tmp_path):
+    cols = {"name": "TEXT", "seed": "INTEGER", "acc": "REAL"}
+    with Store(tmp_path / "s.sqlite", "runs", cols, key=("name", "seed")) as st:
+        assert st.insert_many([{"name": "a", "seed": 0, "acc": 0.5}, {"name": "a", "seed": 1, "acc": 0.6}]) == 2
+        with pytest.raises(ValueError, match="unknown columns"):  # the bad second row undoes the first
+            st.insert_many([{"name": "b", "seed": 0, "acc": 0.1}, {"name": "b", "seed": 1, "bad": 1}])
+        assert st.done_keys() == {("a", 0), ("a", 1)}
+        assert st.insert_many([{"name": "a", "seed": 1, "acc": 0.9}, {"name": "b", "seed": 0, "acc": 0.1}]) == 1
+        assert [r["acc"] for r in st.rows()] == [0.5, 0.6, 0.1]  # the duplicate key was ignored
+    with Store(tmp_path / "s.sqlite", "runs", cols, key=("name", "seed")) as st:  # and it was committed
+        assert len(st) == 3
