@@ -1,10 +1,12 @@
 """Acceptance studies for the exact backprop theory (issue 3): theory versus finite-width simulation.
 
     nice -n 10 python -m experiments.gradient_study [--studies linear nonlinear pair univer reference]
-        [--db results/gradient_study.sqlite] [--quick]
+        [--db results/gradient_study.sqlite] [--quick] [--serial | --workers N | --scheduler ADDRESS]
 
-Studies (each simulation is one row of the SQLite store, keyed by its configuration, so an
-interrupted run resumes where it stopped and never repeats or duplicates a finished simulation):
+Studies (each simulation is one task of ``experiments.runner`` and one row of the SQLite store,
+keyed by its configuration, so an interrupted run resumes where it stopped and never repeats or
+duplicates a finished simulation; all simulations of the chosen studies run first, in parallel on
+Dask unless ``--serial``, then the tables are printed):
 
 - ``linear``: Huang's Fig. 2 setting (sigma_w^2 = 0.5, sigma_b^2 = 0.1, N = 1000, L = 200, R = 100,
   keep 0.6..1.0): simulation versus Huang's closed forms per layer (z-scores), and the core's exact
@@ -28,7 +30,9 @@ import argparse
 import io
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,12 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from experiments.runner import Task, add_runner_arguments, run, runner_from_args  # noqa: E402
 from experiments.store import Store  # noqa: E402
 from meanfield import analyze  # noqa: E402
 from meanfield import gradient_metrics  # noqa: E402
 from experiments import reference as ref  # noqa: E402
 from experiments.universality import fit_samples  # noqa: E402
 
+DEFAULT_DB = ROOT / "results" / "gradient_study.sqlite"
 KEEPS = (0.6, 0.7, 0.8, 0.9, 1.0)
 NONLINEAR = (("tanh", 1.4), ("relu", 1.0), ("hard_tanh", 1.4), ("erf", 1.4))
 SB = 0.1
@@ -65,8 +71,6 @@ def _from_blob(b):
     return np.load(io.BytesIO(b), allow_pickle=False)
 
 
-
-
 def fixed_point(act, sw, keep):
     if act == "linear":
         q = SB / (1 - sw / keep)
@@ -75,43 +79,56 @@ def fixed_point(act, sw, keep):
     return float(r.q_star), float(r.c_star)
 
 
-class Runner:
-    """Runs (or loads) simulations, one store row each."""
+def _key(s):
+    return {k: (int(s[k]) if k == "gia" else s[k]) for k in KEY}
 
-    def __init__(self, db, device, threads):
-        import torch
-        torch.set_num_threads(threads)
-        self.store = Store(db, "gradient_sims", COLUMNS, KEY)
-        self.device = device
 
-    def plan(self, specs):
-        from tqdm import tqdm
-        todo = [s for s in specs if not self.store.is_done(self._key(s))]
-        for s in tqdm(todo, desc="simulations", unit="sim"):
-            self._run(s)
+def simulate_row(s, device="cpu"):
+    """One stored simulation: the row of spec ``s`` (a dict from :func:`spec`), run on ``device``.
 
-    @staticmethod
-    def _key(s):
-        return {k: (int(s[k]) if k == "gia" else s[k]) for k in KEY}
+    The runner's compute function: it depends only on ``s`` (seed included), never touches the
+    store, and returns the per-network metrics as ``np.save`` blobs.
+    """
+    import time
 
-    def _run(self, s):
-        import time
-        from meanfield.simulation import simulate_gradients
-        q0, c0 = fixed_point(s["activation"], s["sigma_w2"], s["keep"])
-        t = time.perf_counter()
-        r = simulate_gradients(s["activation"], s["sigma_w2"], s["sigma_b2"], s["keep"], width=s["width"],
-                               depth=s["depth"], realisations=s["realisations"], gia=bool(s["gia"]),
-                               seed=s["seed"], engine=s["engine"], q0=q0, c0=c0, device=self.device)
-        row = dict(self._key(s), q0=q0, c0=c0, seconds=time.perf_counter() - t)
-        row.update({m: _to_blob(getattr(r, m)) for m in METRICS})
-        self.store.insert(row)
+    from meanfield.simulation import simulate_gradients
+    q0, c0 = fixed_point(s["activation"], s["sigma_w2"], s["keep"])
+    t = time.perf_counter()
+    r = simulate_gradients(s["activation"], s["sigma_w2"], s["sigma_b2"], s["keep"], width=s["width"],
+                           depth=s["depth"], realisations=s["realisations"], gia=bool(s["gia"]),
+                           seed=s["seed"], engine=s["engine"], q0=q0, c0=c0, device=device)
+    row = dict(_key(s), q0=q0, c0=c0, seconds=time.perf_counter() - t)
+    row.update({m: _to_blob(getattr(r, m)) for m in METRICS})
+    return row
+
+
+@dataclass(frozen=True)
+class Simulations:
+    """The ``gradient_sims`` table and how to fill it (``engine``/``workers`` of ``runner.run``)."""
+
+    store: Store
+    device: str = "cpu"
+    engine: Any = None
+    workers: int | None = None
+
+    def compute(self, specs, progress=True):
+        """Run every spec not yet stored, one runner task (weight = realisations) each."""
+        tasks = [Task(keys=[_key(s)], fn=simulate_row, args=(s, self.device), weight=s["realisations"])
+                 for s in specs]
+        return run(tasks, self.store, engine=self.engine, workers=self.workers,
+                   cuda=self.device.startswith("cuda"), progress=progress, desc="simulations")
 
     def get(self, s):
-        key = self._key(s)
-        for row in self.store.rows():
-            if all(row[k] == v or (isinstance(v, float) and abs(row[k] - v) < 1e-9) for k, v in key.items()):
-                return {m: _from_blob(row[m]) for m in METRICS} | {"seconds": row["seconds"]}
-        raise KeyError(key)
+        """The stored metrics of spec ``s``: arrays (realisations x depth) and the seconds it took."""
+        rows = self.store.rows(**_key(s))
+        if not rows:
+            raise KeyError(_key(s))
+        return {m: _from_blob(rows[0][m]) for m in METRICS} | {"seconds": rows[0]["seconds"]}
+
+
+def open_simulations(db, device="cpu", engine=None, workers=None) -> Simulations:
+    """:class:`Simulations` on the ``gradient_sims`` table of the SQLite file ``db``."""
+    return Simulations(Store(db, "gradient_sims", COLUMNS, KEY), device, engine, workers)
 
 
 def spec(study, act, sw, keep, width, depth, reals, gia=False, seed=0, engine="projected"):
@@ -141,14 +158,18 @@ def mean_sem(x):
 # ----------------------------------------------------------------------------------------------
 
 
-def study_linear(run, quick):
+def linear_specs(quick):
     n, depth, reals = (200, 40, 40) if quick else (1000, 200, 100)
-    specs = [spec("linear", "linear", 0.5, k, n, depth, reals, seed=1) for k in KEEPS]
-    run.plan(specs)
+    return [spec("linear", "linear", 0.5, k, n, depth, reals, seed=1) for k in KEEPS]
+
+
+def study_linear(sims, quick):
+    specs = linear_specs(quick)
+    n, depth, reals = (specs[0][k] for k in ("width", "depth", "realisations"))
     print(f"\n## linear (sigma_w2 = 0.5, sigma_b2 = 0.1, N = {n}, L = {depth}, R = {reals})")
     print("keep | max|z| g_aa | layers |z|<2 | max|z| g_ab | recursion vs closed form (max rel) | sim s")
     for s in specs:
-        d = run.get(s)
+        d = sims.get(s)
         gaa, gab = huang_linear(0.5, s["keep"], depth)
         m, e = mean_sem(d["g_aa"])
         z = (m - gaa) / e
@@ -160,17 +181,22 @@ def study_linear(run, quick):
               f"{np.max(np.abs(zb)):.2f} | {rec} | {d['seconds']:.1f}")
 
 
-def study_nonlinear(run, quick):
+def nonlinear_specs(quick):
     n, depth, reals = (300, 35, 40) if quick else (2000, 35, 200)
     specs = [spec("nonlinear", a, sw, k, n, depth, reals, seed=2) for a, sw in NONLINEAR for k in KEEPS]
-    specs += [spec("nonlinear", a, sw, 0.8, n, depth, reals // 2, gia=True, seed=3) for a, sw in NONLINEAR]
-    run.plan(specs)
+    return specs + [spec("nonlinear", a, sw, 0.8, n, depth, reals // 2, gia=True, seed=3)
+                    for a, sw in NONLINEAR]
+
+
+def study_nonlinear(sims, quick):
+    specs = nonlinear_specs(quick)
+    n, depth, reals = (specs[0][k] for k in ("width", "depth", "realisations"))
     last = 30
     print(f"\n## nonlinear, g_aa over the {last} layers nearest the output (N = {n}, L = {depth}, R = {reals})")
     print("activation | sigma_w2 | keep | max |sim/exact-1| | median sem/mean | max |z| exact | "
           "max |sim/GIA-1| | sim mode")
     for s in specs:
-        d = run.get(s)
+        d = sims.get(s)
         t_ex = gradient_metrics(s["activation"], s["sigma_w2"], SB, s["keep"], depth, noise="dropout", method="exact")
         t_gi = gradient_metrics(s["activation"], s["sigma_w2"], SB, s["keep"], depth, noise="dropout", method="gia")
         m, e = mean_sem(d["g_aa"][:, -last:])
@@ -182,15 +208,24 @@ def study_nonlinear(run, quick):
               f"{np.max(np.abs(m / gi - 1)):.3f} | {'GIA' if s['gia'] else 'exact'}")
 
 
-def study_pair(run, quick):
-    widths = (100, 400) if quick else (250, 1000, 4000)
-    depth, reals = (30, 40) if quick else (40, 200)
-    cases = (("tanh", 1.4), ("relu", 1.0))
-    specs = [spec("pair", a, sw, 0.8, n, depth, reals, seed=4) for a, sw in cases for n in widths]
-    run.plan(specs)
+PAIR_CASES = (("tanh", 1.4), ("relu", 1.0))
+
+
+def _pair_sizes(quick):
+    """(widths, depth, realisations) of the pair study."""
+    return ((100, 400), 30, 40) if quick else ((250, 1000, 4000), 40, 200)
+
+
+def pair_specs(quick):
+    widths, depth, reals = _pair_sizes(quick)
+    return [spec("pair", a, sw, 0.8, n, depth, reals, seed=4) for a, sw in PAIR_CASES for n in widths]
+
+
+def study_pair(sims, quick):
+    widths, depth, reals = _pair_sizes(quick)
     rng = np.random.default_rng(0)
     print(f"\n## pair metric, keep = 0.8, L = {depth}, R = {reals}")
-    for a, sw in cases:
+    for a, sw in PAIR_CASES:
         t = gradient_metrics(a, sw, SB, 0.8, depth, noise="dropout", method="exact")
         tg = gradient_metrics(a, sw, SB, 0.8, depth, noise="dropout", method="gia")
         ex, gi = np.asarray(t.g_ab), np.asarray(tg.g_ab)
@@ -204,7 +239,7 @@ def study_pair(run, quick):
         print(f"floor window: k = {k[deep].min()}..{k[deep].max()}")
         logn, floors, boots = [], [], []
         for n in widths:
-            d = run.get(spec("pair", a, sw, 0.8, n, depth, reals, seed=4))
+            d = sims.get(spec("pair", a, sw, 0.8, n, depth, reals, seed=4))
             kx = float(t.crossover_depth(n))
             k = np.arange(depth)[::-1]
             m, e = mean_sem(d["g_ab"])
@@ -235,10 +270,14 @@ def study_pair(run, quick):
               "between successive N: " + ", ".join(f"{v:.3f}" for v in local))
 
 
-def study_univer(run, quick):
-    """Figs. 4-5: exponent of V vs m, simulation (tanh, sampled like the authors) and their data."""
+def univer_specs(quick):
     widths = (100, 300) if quick else (100, 300, 500, 700, 900)
     depth, reals = (60, 40) if quick else (200, 100)
+    return [spec("univer", "tanh", 1.4, 0.9, n, depth, reals, seed=5) for n in widths]
+
+
+def study_univer(sims, quick):
+    """Figs. 4-5: exponent of V vs m, simulation (tanh, sampled like the authors) and their data."""
     print("\n## universality: log V vs log m, 95% bootstrap intervals over networks")
     print("source | act | N | keep | metric | exponent [CI] | R^2")
     for act, n, keep in ref.available_univer():
@@ -259,11 +298,10 @@ def study_univer(run, quick):
             f = fit_samples(x, method="bootstrap", n_boot=500)
             print(f"authors | {act} | {n} | {keep} | {m} | {f.exponent:.3f} [{f.exponent_ci[0]:.3f}, "
                   f"{f.exponent_ci[1]:.3f}] | {f.r2:.3f}")
-    for n in widths:
-        s = spec("univer", "tanh", 1.4, 0.9, n, depth, reals, seed=5)
-        run.plan([s])
-        d = run.get(s)
-        pick = np.arange(0, depth, 10)
+    for s in univer_specs(quick):
+        d = sims.get(s)
+        n = s["width"]
+        pick = np.arange(0, s["depth"], 10)
         for m in ("g_aa", "g_ab", "g_abs"):
             x = d[m][:, pick]  # layers 1, 11, ..., like the authors' files
             if m == "g_ab":
@@ -273,7 +311,7 @@ def study_univer(run, quick):
                   f"{f.exponent_ci[1]:.3f}] | {f.r2:.3f}")
 
 
-def study_reference(run, quick):
+def study_reference(sims, quick):
     print("\n## authors' measurements (per-layer means) versus theory")
     print("figure | act | keep | layers | median ref/exact (last 30) | median ref/exact (all > 1e-30) |"
           " fitted ln-slope ref vs exact")
@@ -305,20 +343,33 @@ def study_reference(run, quick):
 
 STUDIES = {"linear": study_linear, "nonlinear": study_nonlinear, "pair": study_pair,
            "univer": study_univer, "reference": study_reference}
+SPECS = {"linear": linear_specs, "nonlinear": nonlinear_specs, "pair": pair_specs,
+         "univer": univer_specs}  # the reference study reads the authors' files only
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
-    p.add_argument("--db", default=str(ROOT / "results" / "gradient_study.sqlite"))
+    p.add_argument("--db", default=str(DEFAULT_DB))
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device of the simulations (cuda: one "
+                   "worker per GPU on the embedded cluster)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the --serial engine")
+    add_runner_arguments(p)
     a = p.parse_args(argv)
+    if a.threads < 1:
+        p.error(f"--threads must be >= 1, got {a.threads}")
     db = a.db if not a.quick else a.db.replace(".sqlite", "_quick.sqlite")
-    run = Runner(db, a.device, a.threads)
-    for name in a.studies:
-        STUDIES[name](run, a.quick)
+    engine = runner_from_args(a)
+    if engine["engine"] == "serial":
+        import torch
+        torch.set_num_threads(a.threads)
+    sims = open_simulations(db, a.device, **engine)
+    with sims.store:
+        # every simulation of the chosen studies first, in one sweep, then the reports
+        sims.compute([s for name in a.studies if name in SPECS for s in SPECS[name](a.quick)])
+        for name in a.studies:
+            STUDIES[name](sims, a.quick)
 
 
 if __name__ == "__main__":

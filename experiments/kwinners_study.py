@@ -1,7 +1,10 @@
 """Finite-width k-winners networks against the mean field of meanfield.kwinners.
 
     python -m experiments.kwinners_study [--db results/kwinners_study.sqlite] [--reps 300]
-        [--depth 20] [--quick]
+        [--depth 20] [--f 0.5 0.2 0.1 0.05] [--n 1000 4000] [--quick]
+        [--serial | --workers N | --scheduler tcp://HOST:PORT]
+
+One table row per (setting, f, N) is one task of ``experiments.runner`` (Dask by default).
 
 Networks of width N in {1000, 4000}, f in {0.5, 0.2, 0.1, 0.05}, exact top-k (k = round(f N))
 after every layer, Gaussian fan-in weights and Gaussian biases (float64). Two settings:
@@ -180,21 +183,21 @@ def study_point(setting, f, n, reps, depth, seed=0):
             "lnq_drift_pred": lnS.mean(), "lnq_drift_pred_se": lnS.std(ddof=1) / np.sqrt(len(lnS))}
 
 
-def run(db=None, reps=300, depth=20, fs=FS, ns=NS, settings=SETTINGS, progress=True):
-    """Compute every missing table row (resumable), return all rows for these sizes."""
-    from tqdm import tqdm
-
+def run(db=None, reps=300, depth=20, fs=FS, ns=NS, settings=SETTINGS, progress=True, *,
+        engine=None, workers=None):
+    """Compute every missing table row (one task per (setting, f, N), resumable) and return the
+    rows of these sizes in plan order; ``engine``/``workers`` as in ``experiments.runner.run``."""
+    from experiments import runner
     from experiments.store import Store
 
     db = Path(db) if db is not None else ROOT / "results" / "kwinners_study.sqlite"
-    jobs = [(s, f, n) for s in settings for f in fs for n in ns]
+    jobs = [(s, float(f), int(n)) for s in settings for f in fs for n in ns]
+    tasks = [runner.Task(keys=[(s, f, n, reps, depth)], fn=study_point, args=(s, f, n, reps, depth),
+                         weight=reps) for s, f, n in jobs]
     with Store(db, "kwinners_study", COLUMNS, KEY) as st:
-        for s, f, n in tqdm(jobs, desc="k-winners finite width", disable=not progress):
-            if not st.is_done((s, f, n, reps, depth)):
-                st.insert(study_point(s, f, n, reps, depth))
-        rows = [r for r in st.rows() if r["reps"] == reps and r["depth"] == depth
-                and r["setting"] in settings and r["n"] in ns and any(abs(r["f"] - f) < 1e-12 for f in fs)]
-    return rows
+        runner.run(tasks, st, engine=engine, workers=workers, progress=progress,
+                   desc="k-winners finite width")
+        return [st.rows(setting=s, f=f, n=n, reps=reps, depth=depth)[0] for s, f, n in jobs]
 
 
 def format_table(rows) -> str:
@@ -231,16 +234,26 @@ def format_table(rows) -> str:
 
 
 def main(argv=None) -> int:
+    from experiments.runner import add_runner_arguments, runner_from_args
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", default=str(ROOT / "results" / "kwinners_study.sqlite"))
-    ap.add_argument("--reps", type=int, default=300, help="networks per table row")
-    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=300, help="networks per table row (>= 2)")
+    ap.add_argument("--depth", type=int, default=20, help="layers (>= 2)")
+    ap.add_argument("--f", type=float, nargs="+", default=list(FS), dest="fs",
+                    help="fractions of winners, in (0, 1)")
+    ap.add_argument("--n", type=int, nargs="+", default=list(NS), dest="ns", help="widths")
     ap.add_argument("--quick", action="store_true", help="20 networks, depth 8 (smoke test)")
+    add_runner_arguments(ap)
     a = ap.parse_args(argv)
     reps, depth = (20, 8) if a.quick else (a.reps, a.depth)
     if reps < 2 or depth < 2:
-        raise ValueError("--reps and --depth must be >= 2")
-    print(format_table(run(a.db, reps, depth)))
+        ap.error(f"--reps and --depth must be >= 2, got {reps} and {depth}")
+    if not all(0 < f < 1 for f in a.fs):
+        ap.error(f"--f (fractions of winners) must lie in (0, 1), got {a.fs}")
+    if not all(round(f * n) >= 1 for f in a.fs for n in a.ns):
+        ap.error(f"--n must give at least one winner, round(f N) >= 1, got N = {a.ns}")
+    print(format_table(run(a.db, reps, depth, a.fs, a.ns, **runner_from_args(a))))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Noise robustness on MNIST: dense vs dense + dropout vs k-winners with sparse weights.
 
     python -m experiments.robustness [--preset smoke|cpu] [--db results/robustness.sqlite]
-        [--data-dir DIR] [--out figures] [--threads 1]
+        [--data-dir DIR] [--out figures] [--threads 1] [--serial | --workers N | --scheduler ADDRESS]
 
 Paths are relative to the working directory; the data folder is resolved by ``experiments.data``
 (``--data-dir``, else ``$MEANFIELD_DATA_DIR``, else ``./data``).
@@ -11,8 +11,9 @@ fixed seed; then replace a fraction eta in {0, 0.05, ..., 0.5} of the pixels of 
 0.7469 (= MNIST mean + 2 std, in [0, 1] pixel units, before normalisation); the pixels are chosen
 uniformly without replacement, floor(eta * 784) per image, with one fixed noise draw per level shared
 by all networks. Noise score = correct test classifications summed over the 11 levels (at most
-11 x n_test). Each (preset, arch, variant, seed) is one SQLite row (``experiments.store``): reruns
-skip finished networks, so an interrupted run resumes.
+11 x n_test). Each (preset, arch, variant, seed) is one task of ``experiments.runner`` (Dask by
+default; the data folder must exist at the same path on every worker) and one SQLite row
+(``experiments.store``): reruns skip finished networks, so an interrupted run resumes.
 
 Architectures (ReLU unless stated; inputs normalised with mean 0.1307, std 0.3081):
 - ``mlp``: 784 -> H -> H -> 10.
@@ -31,6 +32,7 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -159,40 +161,64 @@ def train_and_score(arch: str, variant: str, seed: int, p: Preset, ds, noisy_tes
     return {"correct": correct, "train_seconds": seconds}
 
 
-def run(preset: str = "cpu", db: str | Path | None = None, data_dir=None, threads: int = 1,
-        progress: bool = True) -> list[dict]:
-    """Train every missing (arch, variant, seed) of the preset; return all stored rows of it."""
-    import torch
-    from tqdm import tqdm
-
+@lru_cache(maxsize=1)
+def _mnist(data_dir: str):
     from experiments.data import load_mnist
+
+    return load_mnist(data_dir)
+
+
+@lru_cache(maxsize=1)
+def _noisy_tests(data_dir: str, n_test: int) -> tuple:
+    """The normalised test images at every noise level (one fixed draw per level)."""
+    import torch
+
+    xt = _mnist(data_dir).x_test[:n_test]
+    return tuple(torch.from_numpy((add_noise(xt, eta, 1000 + i) - MEAN) / STD) for i, eta in enumerate(ETAS))
+
+
+def network_row(preset: str, arch: str, variant: str, seed: int, data_dir: str) -> dict:
+    """One stored network, a task of ``experiments.runner``: train on clean MNIST, score each eta.
+
+    Runs wherever the runner puts it (MNIST is loaded once per process from ``data_dir``, which
+    must exist there) and returns the row; it never touches the store.
+    """
+    p = PRESETS[preset]
+    r = train_and_score(arch, variant, seed, p, _mnist(data_dir), _noisy_tests(data_dir, p.n_test))
+    return {"preset": preset, "arch": arch, "variant": variant, "seed": seed,
+            "config": json.dumps(asdict(p), sort_keys=True), "correct": json.dumps(r["correct"]),
+            "n_test": p.n_test, "clean_acc": r["correct"][0] / p.n_test,
+            "noise_score": sum(r["correct"]), "train_seconds": r["train_seconds"]}
+
+
+def run(preset: str = "cpu", db: str | Path | None = None, data_dir=None, threads: int = 1,
+        progress: bool = True, *, engine=None, workers: int | None = None) -> list[dict]:
+    """Train every missing (arch, variant, seed) of the preset, one runner task each; return the
+    preset's rows in plan order. ``threads``: torch threads of the serial engine (Dask workers are
+    single-threaded); ``engine``/``workers`` as in ``experiments.runner.run``."""
+    from experiments import runner
+    from experiments.data import resolve_data_dir
     from experiments.store import Store
 
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
     p = PRESETS[preset]
-    torch.set_num_threads(threads)
+    if engine == "serial":
+        import torch
+        torch.set_num_threads(threads)
     db = Path(db) if db is not None else DEFAULT_DB
     config = json.dumps(asdict(p), sort_keys=True)
+    data = str(resolve_data_dir(data_dir).resolve())  # absolute: workers may have another cwd
     jobs = [(a, v, s) for s in p.seeds for a in p.archs for v in VARIANTS]  # seed-major: partial runs compare
+    tasks = [runner.Task(keys=[(preset, *j)], fn=network_row, args=(preset, *j, data)) for j in jobs]
     with Store(db, "robustness", COLUMNS, KEY) as st:
         for row in st.rows(preset=preset):
             if row["config"] != config:
                 raise ValueError(f"{db} holds preset {preset!r} rows made with another configuration; "
                                  "use a new --db or delete them")
-        todo = [j for j in jobs if not st.is_done((preset, *j))]
-        if todo:
-            ds = load_mnist(data_dir)
-            xt = ds.x_test[:p.n_test]
-            noisy = [torch.from_numpy((add_noise(xt, eta, 1000 + i) - MEAN) / STD)
-                     for i, eta in enumerate(ETAS)]
-            for arch, variant, seed in tqdm(todo, desc=f"robustness[{preset}]", disable=not progress):
-                r = train_and_score(arch, variant, seed, p, ds, noisy)
-                st.insert({"preset": preset, "arch": arch, "variant": variant, "seed": seed,
-                           "config": config, "correct": json.dumps(r["correct"]),
-                           "n_test": p.n_test, "clean_acc": r["correct"][0] / p.n_test,
-                           "noise_score": sum(r["correct"]), "train_seconds": r["train_seconds"]})
-        return st.rows(preset=preset)
+        runner.run(tasks, st, engine=engine, workers=workers, progress=progress,
+                   desc=f"robustness[{preset}]")
+        return [st.rows(preset=preset, arch=a, variant=v, seed=s)[0] for a, v, s in jobs]
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -255,15 +281,20 @@ def plot(summary: list[dict], path_stem: str | Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
+    from experiments.runner import add_runner_arguments, runner_from_args
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     ap.add_argument("--db", default=str(DEFAULT_DB), help=f"SQLite results (default {DEFAULT_DB})")
     ap.add_argument("--data-dir", default=None, help="folder containing mnist/ (default: "
                     "$MEANFIELD_DATA_DIR, else ./data)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help=f"folder for the figure (default {DEFAULT_OUT})")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the --serial engine")
+    add_runner_arguments(ap)
     a = ap.parse_args(argv)
-    rows = run(a.preset, a.db, a.data_dir, a.threads)
+    if a.threads < 1:
+        ap.error(f"--threads must be >= 1, got {a.threads}")
+    rows = run(a.preset, a.db, a.data_dir, a.threads, **runner_from_args(a))
     summary = summarize(rows)
     print(format_table(summary))
     for path in plot(summary, Path(a.out) / f"robustness_{a.preset}"):

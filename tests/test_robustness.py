@@ -82,11 +82,11 @@ def test_smoke_run_resumes_and_plots(tmp_path, monkeypatch, capsys):
     # the CLI's defaults live under the working directory; the data folder comes from the env var
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEANFIELD_DATA_DIR", str(DATA))
-    assert rb.main(["--preset", "smoke"]) == 0
+    assert rb.main(["--preset", "smoke", "--serial"]) == 0  # Dask: tests/test_runner.py
     assert "| cnn | sparse | 1 |" in capsys.readouterr().out
     db = tmp_path / "results" / "robustness.sqlite"
     assert db.is_file() and (tmp_path / "figures" / "robustness_smoke.png").is_file()
-    rows = rb.run("smoke", db, DATA, progress=False)
+    rows = rb.run("smoke", db, DATA, progress=False, engine="serial")
     p = rb.PRESETS["smoke"]
     assert len(rows) == len(rb.ARCHS) * len(rb.VARIANTS) * len(p.seeds)
     for r in rows:
@@ -99,7 +99,7 @@ def test_smoke_run_resumes_and_plots(tmp_path, monkeypatch, capsys):
         raise AssertionError("finished networks must not be retrained")
 
     monkeypatch.setattr(rb, "train_and_score", boom)
-    assert rb.run("smoke", db, DATA, progress=False) == rows
+    assert rb.run("smoke", db, DATA, progress=False) == rows  # all stored: no cluster starts
     paths = rb.plot(rb.summarize(rows), tmp_path / "fig")
     assert all(path.stat().st_size > 1000 for path in paths)
     assert {path.suffix for path in paths} == {".png", ".pdf"}
