@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from experiments.data import Dataset
 from experiments.ensemble import train_ensemble
 from experiments.models import NetConfig, TrainConfig, train_network
+from meanfield.noise import Dropout
 
 
 def main():
@@ -42,7 +43,7 @@ def main():
     tcfg = TrainConfig(optimizer=a.optimizer, lr=1e-3 if a.optimizer == "rmsprop" else 0.01, batch_size=a.batch, steps=a.steps,
                        eval_size=200, test_size=200)
     sig = np.linspace(1.0, 4.0, a.members)
-    cfgs = [NetConfig(784, a.width, a.depth, sigma_w2=float(s), keep=0.98) for s in sig]
+    cfgs = [NetConfig(784, a.width, a.depth, sigma_w2=float(s), noise=Dropout(keep=0.98)) for s in sig]
     seeds = list(range(a.members))
     dtype = torch.float64 if a.float64 else torch.float32
     warm = TrainConfig(optimizer=a.optimizer, lr=1e-3, batch_size=a.batch, steps=2, eval_size=10,

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from meanfield.nn import unit_noise  # noqa: E402
+from meanfield.noise import Dropout  # noqa: E402
 from meanfield.simulation import simulate_gradients  # noqa: E402
 
 SW, SB = 0.5, 0.1
@@ -39,9 +41,14 @@ def closed_form_gaa(keep, depth):
 def plain_loop_one(keep, n, depth, q0, c0, gen):
     """One network, explicit weights, autograd; returns g_aa per layer (for a sanity check)."""
     dt = torch.float64
+    noise = Dropout(keep=keep)
+
+    def dropout(p):
+        return unit_noise(noise, p, torch.rand(n, 2, generator=gen, dtype=dt))
+
     e = torch.randn(n, 2, generator=gen, dtype=dt)
     z0 = torch.stack([e[:, 0], c0 * e[:, 0] + math.sqrt(1 - c0 * c0) * e[:, 1]], 1) * math.sqrt(q0)
-    x = z0 * (torch.rand(n, 2, generator=gen, dtype=dt) < keep) / keep
+    x = dropout(z0)
     xs, zs = [], []
     for layer in range(depth):
         w = torch.randn(n, n, generator=gen, dtype=dt) * math.sqrt(SW / n)
@@ -51,7 +58,7 @@ def plain_loop_one(keep, n, depth, q0, c0, gen):
         z = w @ x + b
         xs.append(x)
         zs.append(z)
-        x = z * (torch.rand(n, 2, generator=gen, dtype=dt) < keep) / keep
+        x = dropout(z)
     energy = (zs[-1] ** 2).sum()
     deltas = torch.autograd.grad(energy, zs)
     return np.array([((d[:, 0] ** 2).mean() * (xx[:, 0] ** 2).mean()).item() for d, xx in zip(deltas, xs)])

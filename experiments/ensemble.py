@@ -1,18 +1,22 @@
 """Batched ensembles: many networks of one architecture trained in one computation.
 
-Members share ``n_in, width, depth, n_out, activation, init`` and the training protocol
-(``TrainConfig``: optimiser, learning rate, one minibatch stream) but may differ in ``sigma_w2``,
-``sigma_b2``, ``keep`` and ``seed`` (e.g. all sigma_w^2 values of a sweep at one depth). Weights are
-stacked, transposed, into contiguous ``(M, fan_in, fan_out)`` tensors (``weights_t``) and every layer
-is one ``torch.baddbmm`` (contiguous operands: about 25 % faster than a transposed view on CPU).
+Members share ``n_in, width, depth, n_out, activation, init``, the noise layer (``noise``: one
+layer per ensemble; group a sweep over keep probabilities into one ensemble per value) and the
+training protocol (``TrainConfig``: optimiser, learning rate, one minibatch stream) but may differ
+in ``sigma_w2``, ``sigma_b2`` and ``seed`` (e.g. all sigma_w^2 values of a sweep at one depth).
+Weights are stacked, transposed, into contiguous ``(M, fan_in, fan_out)`` tensors (``weights_t``)
+and every layer is one ``torch.baddbmm`` (contiguous operands: about 25 % faster than a transposed
+view on CPU); with weight noise (DropConnect) a masked layer is one batched matrix-vector product
+over ``(M, batch, fan_out, fan_in)`` masked weights (memory M x batch x fan_out x fan_in).
 
 Equality with training alone: member i is initialised by ``models.init_params(cfg_i, seed_i)`` and
-draws its dropout masks from its own generator exactly as ``models.DeepMLP`` does (block by block); the loss is the sum
-of the members' mean cross-entropies, so each member's gradient is its own; SGD and RMSprop act
-element-wise, so ``torch.optim`` on the stacked tensors updates each member as it would alone.
-Hence member i's trajectory equals ``models.train_network(cfg_i, tcfg, data, seed_i)`` up to
-floating-point rounding (``tests/test_models_ensemble.py``). A member whose loss diverges (NaN/inf)
-cannot contaminate the others: no operation mixes members.
+draws its noise from its own generator exactly as ``models.DeepMLP`` does (block by block for unit
+noise, layer by layer for weight noise); the loss is the sum of the members' mean cross-entropies,
+so each member's gradient is its own; SGD and RMSprop act element-wise, so ``torch.optim`` on the
+stacked tensors updates each member as it would alone. Hence member i's trajectory equals
+``models.train_network(cfg_i, tcfg, data, seed_i)`` up to floating-point rounding
+(``tests/test_models_ensemble.py``). A member whose loss diverges (NaN/inf) cannot contaminate the
+others: no operation mixes members.
 """
 from __future__ import annotations
 
@@ -23,12 +27,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import (ACTIVATIONS, MASK_BLOCK, MASK_SEED_OFFSET, MinibatchStream, NetConfig,
-                     TrainConfig, TrainResult, _as_tensors, evaluate, init_params, make_optimizer)
+from meanfield.activations import get_activation
+from meanfield.nn import draws, masked_linear, unit_noise
+from meanfield.noise.base import UNITS
+
+from .models import (
+    MASK_BLOCK,
+    MASK_SEED_OFFSET,
+    MinibatchStream,
+    NetConfig,
+    TrainConfig,
+    TrainResult,
+    _as_tensors,
+    evaluate,
+    init_params,
+    make_optimizer,
+)
 
 __all__ = ["EnsembleMLP", "train_ensemble"]
 
-_SHARED = ("n_in", "width", "depth", "n_out", "activation", "init")
+_SHARED = ("n_in", "width", "depth", "n_out", "activation", "noise", "init")
 
 
 class EnsembleMLP(torch.nn.Module):
@@ -53,10 +71,8 @@ class EnsembleMLP(torch.nn.Module):
              for l in range(c0.depth + 1)])
         self.biases = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.stack([p[l][1] for p in per_member])) for l in range(c0.depth + 1)])
-        self.phi = ACTIVATIONS[c0.activation]
-        self.keeps = [c.keep for c in cfgs]
-        self.keep = torch.tensor(self.keeps, dtype=dtype, device=device).view(-1, 1, 1)
-        self.any_dropout = any(k < 1 for k in self.keeps)
+        self.phi = get_activation(c0.activation).torch
+        self.noise = c0.noise
         self.mask_gens = [torch.Generator(device=device).manual_seed(int(s) + MASK_SEED_OFFSET)
                           for s in seeds]
 
@@ -64,28 +80,33 @@ class EnsembleMLP(torch.nn.Module):
     def n_members(self) -> int:
         return len(self.cfgs)
 
-    def _masks(self, n: int, h: torch.Tensor) -> torch.Tensor:
-        """(n, M, B, width) dropout multipliers m / keep for the next block of n layers, drawn as
-        in DeepMLP (one generator call per member and block; none for keep = 1)."""
-        shape = (n,) + tuple(h.shape[1:])
-        u = torch.stack([torch.rand(shape, generator=g, dtype=h.dtype, device=h.device)
-                         if keep < 1 else torch.zeros(shape, dtype=h.dtype, device=h.device)
-                         for g, keep in zip(self.mask_gens, self.keeps)], dim=1)
-        return (u < self.keep).to(h.dtype) / self.keep
+    def _uniforms(self, shape, h: torch.Tensor, dim: int) -> torch.Tensor:
+        """Each member's uniforms of ``shape`` from its own generator (one call per member, as
+        DeepMLP draws them), stacked along ``dim``."""
+        return torch.stack([torch.rand(shape, generator=g, dtype=h.dtype, device=h.device)
+                            for g in self.mask_gens], dim=dim)
+
+    def _linear(self, l: int, h: torch.Tensor, masked: bool) -> torch.Tensor:
+        if not masked:
+            return torch.baddbmm(self.biases[l].unsqueeze(1), h, self.weights_t[l])
+        w = self.weights_t[l].transpose(1, 2).unsqueeze(1)  # (M, 1, fan_out, fan_in)
+        u = self._uniforms((h.shape[1],) + tuple(w.shape[2:]), h, 0)
+        return masked_linear(self.noise, h, w, u, self.biases[l].unsqueeze(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.cfg
-        drop = self.training and self.any_dropout
+        c, nz = self.cfg, self.noise
+        noisy = self.training and draws(nz)
+        units, weights = noisy and nz.acts_on == UNITS, noisy and nz.acts_on != UNITS
         h = torch.matmul(x, self.weights_t[0]) + self.biases[0].unsqueeze(1)
         for l in range(c.depth):
             if l > 0:
-                h = torch.baddbmm(self.biases[l].unsqueeze(1), h, self.weights_t[l])
+                h = self._linear(l, h, weights)
             h = self.phi(h)
-            if drop:
-                if l % MASK_BLOCK == 0:
-                    masks = self._masks(min(MASK_BLOCK, c.depth - l), h)
-                h = h * masks[l % MASK_BLOCK]
-        return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights_t[-1])
+            if units:
+                if l % MASK_BLOCK == 0:  # (n, M, B, width): one call per member and block
+                    u = self._uniforms((min(MASK_BLOCK, c.depth - l),) + tuple(h.shape[1:]), h, 1)
+                h = unit_noise(nz, h, u[l % MASK_BLOCK])
+        return self._linear(c.depth, h, weights)
 
 
 def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainConfig, dataset,

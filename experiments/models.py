@@ -1,21 +1,35 @@
 """Deep fully-connected networks as in Schoenholz et al. (2017) and Huang et al. (2019).
 
 Architecture (``NetConfig``): input -> ``depth`` hidden layers of ``width`` units -> linear readout.
-Hidden layer l computes ``z^l = W^l h^{l-1} + b^l``, ``h^l = m^l * phi(z^l) / keep`` with
-``m^l ~ Bernoulli(keep)`` (inverted dropout after every hidden activation, THEORY section 1; the
-input is not dropped). ``keep`` is the keep probability rho (``keep = 1``: no dropout; PyTorch's
-``p`` would be ``1 - keep``). Initialisation: ``W_ij ~ N(0, sigma_w^2 / fan_in)`` ("gaussian") or a
-random orthogonal matrix scaled by ``sigma_w`` ("orthogonal", rows orthonormal when out <= in,
-columns otherwise); ``b_i ~ N(0, sigma_b^2)``. The readout uses the same rule.
+Hidden layer l computes ``z^l = W^l h^{l-1} + b^l``, ``h^l = phi(z^l)`` followed by the config's
+noise layer (``noise``, a :class:`meanfield.noise.NoiseLayer`; default ``NoNoise()``):
+
+- unit noise (dropout, Sparseout, Gaussian noise) acts on every hidden activation,
+  ``h^l = g(z^l, xi^l)``; e.g. ``Dropout(keep=rho)`` is inverted dropout ``m * phi(z) / rho``,
+  ``m ~ Bernoulli(rho)`` (THEORY section 1; the input is not dropped);
+- weight noise (DropConnect) masks every weight matrix that reads a hidden layer (W^2 .. W^depth
+  and the readout; not the input layer, as unit noise does not drop the input), with one mask per
+  example as the theory assumes (docs/THEORY.md §11). That costs batch x fan_out x fan_in
+  uniforms per layer and step, and a batched matrix-vector product instead of one matrix product:
+  fine for the test and figure sizes, heavy for wide networks (``meanfield.nn.NoisyLinear`` with
+  ``per_example=False`` is the cheap shared-mask variant for other models).
+
+Noise is applied through ``meanfield.nn`` in training mode only. Initialisation:
+``W_ij ~ N(0, sigma_w^2 / fan_in)`` ("gaussian") or a random orthogonal matrix scaled by
+``sigma_w`` ("orthogonal", rows orthonormal when out <= in, columns otherwise);
+``b_i ~ N(0, sigma_b^2)``. The readout uses the same rule.
 
 Reproducibility contract (what lets ``experiments.ensemble`` match a network trained alone):
 
 - parameters come from ``torch.Generator().manual_seed(seed)``, drawn layer by layer (W then b);
-- dropout masks come from a second generator seeded ``seed + MASK_SEED_OFFSET``; each training step
-  draws, for each block of ``MASK_BLOCK`` consecutive hidden layers (the last block may be shorter),
-  one ``(layers_in_block, batch, width)`` uniform tensor ``u`` and uses ``mask = u < keep`` (blocks:
-  a batched ensemble then makes one generator call per member per block, not per layer, while the
-  tensor stays bounded for deep, wide networks);
+- noise comes from a second generator seeded ``seed + MASK_SEED_OFFSET``, and only where the
+  noise layer is not the identity (``keep = 1`` draws nothing). Unit noise: each training step
+  draws, for each block of ``MASK_BLOCK`` consecutive hidden layers (the last block may be
+  shorter), one ``(layers_in_block, batch, width)`` uniform tensor ``u`` and applies
+  ``noise.torch_xi(u[l])`` (dropout: ``mask = u < keep``); blocks: a batched ensemble then makes one
+  generator call per member per block, not per layer, while the tensor stays bounded for deep,
+  wide networks. Weight noise: each masked layer draws one ``(batch, fan_out, fan_in)`` uniform
+  tensor, input side first;
 - minibatches come from ``MinibatchStream(n, batch, data_seed)``: one stream shared by all networks.
 
 ``train_network`` trains one network with ``torch.optim`` (SGD or RMSprop, PyTorch defaults apart
@@ -31,22 +45,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ACTIVATIONS", "NetConfig", "TrainConfig", "TrainResult", "MinibatchStream",
-           "init_params", "DeepMLP", "train_network", "evaluate", "MASK_SEED_OFFSET"]
+from meanfield.activations import Activation, get_activation
+from meanfield.nn import draws, masked_linear, unit_noise
+from meanfield.noise import NoiseLayer, NoNoise, noise_from_spec
+from meanfield.noise.base import UNITS
+
+__all__ = ["NetConfig", "TrainConfig", "TrainResult", "MinibatchStream", "init_params", "DeepMLP",
+           "train_network", "evaluate", "MASK_SEED_OFFSET", "MASK_BLOCK"]
 
 MASK_SEED_OFFSET = 1_000_003
 MASK_BLOCK = 8
-
-ACTIVATIONS = {
-    "linear": lambda x: x,
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-    "hard_tanh": F.hardtanh,
-    "erf": lambda x: torch.erf(x * (math.sqrt(math.pi) / 2.0)),
-    "sigmoid": torch.sigmoid,
-    "gelu": F.gelu,
-    "silu": F.silu,
-}
 INITS = ("gaussian", "orthogonal")
 OPTIMIZERS = ("sgd", "rmsprop")
 
@@ -58,29 +66,35 @@ def _check_positive_int(name, v):
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Network: ``n_in`` inputs, ``depth`` hidden layers of ``width``, ``n_out`` outputs."""
+    """Network: ``n_in`` inputs, ``depth`` hidden layers of ``width``, ``n_out`` outputs.
+
+    ``activation`` is a registered name (or an ``Activation`` with a torch twin); ``noise`` a
+    noise layer with scalar parameters (or its spec text, e.g. ``"dropout(keep=0.9)"``).
+    """
 
     n_in: int
     width: int
     depth: int
     n_out: int = 10
-    activation: str = "tanh"
+    activation: str | Activation = "tanh"
     sigma_w2: float = 1.0
     sigma_b2: float = 0.05
-    keep: float = 1.0
+    noise: NoiseLayer = NoNoise()
     init: str = "gaussian"
 
     def __post_init__(self):
         for name in ("n_in", "width", "depth", "n_out"):
             _check_positive_int(name, getattr(self, name))
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        get_activation(self.activation).torch(torch.zeros(1))  # unknown or no torch twin: ValueError
         if not (math.isfinite(self.sigma_w2) and self.sigma_w2 > 0):
             raise ValueError(f"sigma_w2 must be a finite number > 0, got {self.sigma_w2!r}")
         if not (math.isfinite(self.sigma_b2) and self.sigma_b2 >= 0):
             raise ValueError(f"sigma_b2 must be a finite number >= 0, got {self.sigma_b2!r}")
-        if not (0 < self.keep <= 1):
-            raise ValueError(f"keep (keep probability rho) must be in (0, 1], got {self.keep!r}")
+        noise = noise_from_spec(self.noise) if isinstance(self.noise, str) else self.noise
+        if not isinstance(noise, NoiseLayer):
+            raise ValueError(f"noise must be a noise layer (e.g. meanfield.Dropout(keep=0.9)) or its "
+                             f"spec text, got {self.noise!r}")
+        object.__setattr__(self, "noise", noise.scalar())
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
 
@@ -180,23 +194,31 @@ class DeepMLP(torch.nn.Module):
         params = [(w.to(device), b.to(device)) for w, b in init_params(cfg, seed, dtype)]
         self.weights = torch.nn.ParameterList([torch.nn.Parameter(w) for w, _ in params])
         self.biases = torch.nn.ParameterList([torch.nn.Parameter(b) for _, b in params])
-        self.phi = ACTIVATIONS[cfg.activation]
+        self.phi = get_activation(cfg.activation).torch
         self.mask_gen = torch.Generator(device=device).manual_seed(int(seed) + MASK_SEED_OFFSET)
 
+    def _linear(self, l: int, h: torch.Tensor, masked: bool) -> torch.Tensor:
+        w, b = self.weights[l], self.biases[l]
+        if not masked:
+            return F.linear(h, w, b)
+        u = torch.rand((h.shape[0],) + tuple(w.shape), generator=self.mask_gen, dtype=h.dtype,
+                       device=h.device)
+        return masked_linear(self.cfg.noise, h, w, u, b)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.cfg
-        drop = self.training and cfg.keep < 1.0
+        cfg, nz = self.cfg, self.cfg.noise
+        noisy = self.training and draws(nz)
+        units, weights = noisy and nz.acts_on == UNITS, noisy and nz.acts_on != UNITS
         h = x
         for l in range(cfg.depth):
-            h = self.phi(F.linear(h, self.weights[l], self.biases[l]))
-            if drop:
+            h = self.phi(self._linear(l, h, weights and l > 0))
+            if units:
                 if l % MASK_BLOCK == 0:
                     n = min(MASK_BLOCK, cfg.depth - l)
                     u = torch.rand(n, x.shape[0], cfg.width, generator=self.mask_gen, dtype=x.dtype,
                                    device=x.device)
-                    masks = (u < cfg.keep).to(x.dtype) / cfg.keep
-                h = h * masks[l % MASK_BLOCK]
-        return F.linear(h, self.weights[-1], self.biases[-1])
+                h = unit_noise(nz, h, u[l % MASK_BLOCK])
+        return self._linear(cfg.depth, h, weights)
 
 
 def make_optimizer(params, tcfg: TrainConfig) -> torch.optim.Optimizer:

@@ -8,10 +8,11 @@ Usage::
     python -m experiments.trainability --preset paper --dataset cifar10 --device cuda
 
 Depths are visited coarse to fine (smallest, largest, then bisection) so that an interrupted sweep
-already brackets the boundary. All networks of one (dataset, depth) are trained together as a batched ensemble
-(``experiments.ensemble``; at most ``--max-members`` per batch), sharing one minibatch stream. Rows are
-keyed by the full configuration, so rerunning the same command skips finished networks: a killed
-sweep resumes where it stopped, with nothing lost (except the ensemble in progress) or duplicated.
+already brackets the boundary. All networks of one (dataset, depth, keep) are trained together as a
+batched ensemble (``experiments.ensemble``; at most ``--max-members`` per batch), sharing one
+minibatch stream. Rows are keyed by the full configuration, so rerunning the same command skips
+finished networks: a killed sweep resumes where it stopped, with nothing lost (except the ensemble
+in progress) or duplicated.
 
 Presets (any grid or protocol field can be overridden on the command line):
 
@@ -160,6 +161,8 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike = DEFAULT_DB, *, data_dir=None
     """
     from tqdm import tqdm
 
+    from meanfield.noise import Dropout
+
     from .data import load_dataset
     from .ensemble import train_ensemble
     from .models import NetConfig, TrainConfig
@@ -183,16 +186,20 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike = DEFAULT_DB, *, data_dir=None
                                eval_size=sweep.eval_size,
                                test_size=min(sweep.test_size, len(data.x_test)))
             for depth in _coarse_to_fine({c["depth"] for c in group_todo}):
-                members = [c for c in group_todo if c["depth"] == depth]
-                for i in range(0, len(members), sweep.max_members):
+                at_depth = [c for c in group_todo if c["depth"] == depth]
+                chunks = []
+                for keep in sorted({c["keep"] for c in at_depth}, reverse=True):
+                    same = [c for c in at_depth if c["keep"] == keep]  # one noise layer per ensemble
+                    chunks += [same[i:i + sweep.max_members]
+                               for i in range(0, len(same), sweep.max_members)]
+                for chunk in chunks:
                     if max_ensembles is not None and ensembles >= max_ensembles:
                         bar.close()
                         return added
-                    chunk = members[i:i + sweep.max_members]
                     cfgs = [NetConfig(n_in=data.n_features, width=c["width"], depth=depth,
                                       n_out=data.n_classes, activation=c["activation"],
                                       sigma_w2=c["sigma_w2"], sigma_b2=c["sigma_b2"],
-                                      keep=c["keep"], init=c["init"]) for c in chunk]
+                                      noise=Dropout(keep=c["keep"]), init=c["init"]) for c in chunk]
                     results = train_ensemble(cfgs, [c["seed"] for c in chunk], tcfg, data,
                                              device=device)
                     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

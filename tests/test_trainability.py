@@ -47,7 +47,7 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
                      test_size=100, max_members=3)
     db = tmp_path / "r.sqlite"
     added = tr.run_sweep(sweep, db, data_dir=SHARED, max_ensembles=2, progress=False)
-    assert added == 4 and len(_rows(db)) == 4   # depth 1: chunks of 3 and 1 members
+    assert added == 4 and len(_rows(db)) == 4   # depth 1: one ensemble of 2 members per keep
     first = _rows(db)
     added = tr.run_sweep(sweep, db, data_dir=SHARED, progress=False)
     assert added == 8

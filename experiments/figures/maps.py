@@ -3,9 +3,9 @@
 Theory: ``q^{l+1} = meanfield.q_map(q^l)`` and ``c^{l+1} = meanfield.c_map(q^l, c^l)`` (two inputs of
 equal variance, independent dropout masks), iterated from two starting points each; dotted lines
 mark q* and c* from ``meanfield.analyze``. Simulation: random networks of width N (numpy, float64),
-pre-activations ``z^{l+1} = W (m * phi(z^l) / rho) + b``, six inputs per network sharing W and b with
-independent masks; points are means over R networks, bars one standard deviation (the spread of a
-single network, not the error of the mean).
+pre-activations ``z^{l+1} = W (m * phi(z^l) / rho) + b`` (dropout by ``meanfield.nn``), six inputs
+per network sharing W and b with independent masks; points are means over R networks, bars one
+standard deviation (the spread of a single network, not the error of the mean).
 """
 from __future__ import annotations
 
@@ -45,7 +45,11 @@ def theory(act, sw, keep, depth):
 
 def simulate(act, sw, keep, width, depth, realisations, seed):
     """Per network and layer: q of the two Q0 inputs and c of the two C0 pairs, (R, 2, depth+1)."""
+    import torch
+
+    from meanfield.nn import draws, unit_noise
     phi = mf.get_activation(act).phi
+    noise = mf.Dropout(keep=keep)
     rng = np.random.default_rng(seed)
     qs = float(mf.q_star(act, sw, SB, keep))
     q_out = np.empty((realisations, 2, depth + 1))
@@ -67,8 +71,8 @@ def simulate(act, sw, keep, width, depth, realisations, seed):
             if l == depth:
                 break
             x = phi(z)
-            if keep < 1:
-                x = x * (rng.random(x.shape) < keep) / keep
+            if draws(noise):  # the noise layer's own forward, on uniforms from the figure's stream
+                x = unit_noise(noise, torch.from_numpy(x), torch.from_numpy(rng.random(x.shape))).numpy()
             w = rng.standard_normal((width, width)) * np.sqrt(sw / width)
             z = w @ x + rng.standard_normal((width, 1)) * np.sqrt(SB)
     return q_out, c_out

@@ -1,8 +1,9 @@
 """Figures 6 and 7: training speed and trainability of deep tanh dropout networks (MNIST).
 
-Fig. 6 trains one batched ensemble (``experiments.ensemble.EnsembleMLP``, members keep 1 / 0.99 /
-0.98) per (depth, learning rate) and records the first step at which the test accuracy (no dropout,
-evaluated every ``eval_every`` steps) reaches 25 %; each ensemble's curve is one cache entry.
+Fig. 6 trains one network (``experiments.ensemble.EnsembleMLP``) per keep 1 / 0.99 / 0.98 and
+(depth, learning rate) and records the first step at which the test accuracy (no dropout,
+evaluated every ``eval_every`` steps) reaches 25 %; the curves of one (depth, learning rate) are one
+cache entry.
 Fig. 7 draws the accuracy of a sweep from ``experiments.trainability`` (the ``cpu`` preset database
 ``results/trainability_cpu.sqlite`` when it is complete, else the figure's own sweep, resumable, in
 the cache) over (sigma_w^2, depth), with the trainable-depth boundary and the law fitted by
@@ -37,7 +38,20 @@ def speed_protocol(quick):
 
 
 def _speed_run(depth, lr, sw, proto, data):
-    """Test accuracy every eval_every steps for the keeps of SPEED_KEEPS, shape (evals, keeps)."""
+    """Test accuracy every eval_every steps for the keeps of SPEED_KEEPS, shape (evals, keeps).
+
+    One ensemble (one network) per keep, as an ensemble holds one noise layer; each stops once it
+    has reached the target, and its later evaluations are NaN (not run).
+    """
+    runs = [_speed_run_one(depth, lr, sw, keep, proto, data) for keep in SPEED_KEEPS]
+    accs = np.full((max(map(len, runs)), len(runs)), np.nan)
+    for j, a in enumerate(runs):
+        accs[:len(a), j] = a[:, 0]
+    return accs
+
+
+def _speed_run_one(depth, lr, sw, keep, proto, data):
+    """Test accuracies, shape (evals, 1), of one single-member ensemble until it reaches TARGET."""
     import torch
     import torch.nn.functional as F
     from experiments.ensemble import EnsembleMLP
@@ -46,7 +60,7 @@ def _speed_run(depth, lr, sw, proto, data):
                        test_size=proto["test_size"])
     xtr, ytr, xte, yte = _as_tensors(data, tcfg, torch.float32)
     cfgs = [NetConfig(n_in=data.n_features, width=proto["width"], depth=depth, n_out=data.n_classes,
-                      activation="tanh", sigma_w2=sw, sigma_b2=SB, keep=k) for k in SPEED_KEEPS]
+                      activation="tanh", sigma_w2=sw, sigma_b2=SB, noise=mf.Dropout(keep=keep))]
     model = EnsembleMLP(cfgs, [0] * len(cfgs))
     opt = make_optimizer(model.parameters(), tcfg)
     stream = MinibatchStream(len(xtr), tcfg.batch_size, tcfg.data_seed)
