@@ -8,8 +8,16 @@ import torch.nn.functional as F
 from scipy import special, stats
 
 import meanfield as mf
-from meanfield.nn import (ActivationModule, NoiseModule, NoisyLinear, draws, masked_linear,
-                          resolve_noise, unit_noise, weight_noise)
+from meanfield.nn import (
+    ActivationModule,
+    NoiseModule,
+    NoisyLinear,
+    draws,
+    masked_linear,
+    resolve_noise,
+    unit_noise,
+    weight_noise,
+)
 from meanfield.noise import DropConnect, Dropout, GaussianNoise, NoNoise, Sparseout
 
 torch.set_num_threads(1)
