@@ -3,9 +3,23 @@
 The noise expectation is exact: xi is two-point, xi = r = (1 - rho)/rho with probability rho and
 xi = -1 with probability 1 - rho (E xi = 0, E xi^2 = r). Moments are integrated numerically with
 the zeros of phi treated as kinks (|phi|^s is not smooth there). docs/THEORY.md §6.
+
+The backward moments are sums of J_p(q) = E[phi'(x)^2 |phi(x)|^p], x ~ N(0, q): E[g'^2] =
+E[phi'^2] + c_s^2 r J_(s-2), and E[g'^2 g^2] = J_2 + ((1 + c_s)^2 + 2 c_s) r J_s
++ 2 c_s (1 + c_s) m_3 J_(3s/2 - 1) + c_s^2 m_4 J_(2s-2) with m_k = E[xi^k]. For p <= -1, J_p is
+infinite (a zero x0 of phi with phi'(x0) != 0 makes the integrand ~ |x - x0|^p); for -1 < p < 0
+it is finite, but as p -> -1 the mass piles up at the zeros ever closer than any quadrature node
+reaches (J ~ 1/(p + 1)). So the singular part is subtracted in closed form: near x0 the
+integrand is A_+- |u|^p, u = x - x0, A_+- = |phi'(x0+-)|^(2+p), and
+
+    S(x) = A_+- |u|^p exp(x0 u / q)   has   E[S 1(+-u > 0)] = A_+- pdf_q(x0) (2q)^((p+1)/2) Gamma((p+1)/2) / 2,
+
+(S pdf_q is a Gaussian bump in u at x0), while the remainder ~ |u|^(p+1) is integrated by the
+kink-aware rule. This holds s down to 1 + 1e-6 and beyond.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import InitVar, dataclass
 from functools import lru_cache
 
@@ -104,28 +118,30 @@ class Sparseout(NoiseLayer):
         return expect(kernels.stein(self._m2(act, keep), q), q, kinks=self._kinks(act))
 
     def deriv_second_moment(self, act, q):
-        """E[phi'^2 (1 + c_s^2 r |phi|^(s-2))]; inf for s <= 1 when phi has a zero."""
-        if self.s <= 1 and act.zeros:
-            # |phi|^(s-2) phi'^2 is not integrable through a zero of phi with phi' != 0
-            return np.full(np.broadcast(q, self.keep).shape, np.inf)
+        """E[phi'^2] + c_s^2 r J_(s-2)(q) (module docstring); +inf for s <= 1 when phi has a
+        zero with phi' != 0 there (every built-in activation but sigmoid)."""
         q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(self.keep, float))
-
-        def d2(x):
-            _, dphi, _, b, _, r = self._parts(act, x, keep)
-            return dphi ** 2 * (1 + r * b * b)
-        # b^2 ~ |phi|^(s-2) is singular (integrably, s > 1) at the zeros of phi
-        return expect(d2, q, kinks=self._kinks(act), singular=self.s < 2)
+        r = (1 - keep) / keep
+        return kernels.moment(act, "D2", q) + np.where(
+            r > 0, self.c_s ** 2 * r * power_moment(act, q, self.s - 2), 0.0)
 
     def bounded_second_moment(self):
         return 1.0 / np.asarray(self.keep, float)  # 1 + r at |phi| = 1
 
     def backprop_source_single(self, act, q):
+        """S_1 = E[g'^2 g^2] as a sum of J_p (module docstring); +inf for s <= 1/2 (J_(2s-2)
+        diverges) when phi has a zero with phi' != 0."""
         q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(self.keep, float))
-
-        def fn(x):
-            phi, dphi, a, b, k, r = self._parts(act, x, keep)
-            return _two_point(lambda xi: (dphi * (1 + b * xi) * (phi + a * xi)) ** 2, k, r)
-        return expect(fn, q, kinks=self._kinks(act))
+        r = (1 - keep) / keep
+        m3 = keep * r ** 3 - (1 - keep)
+        m4 = keep * r ** 4 + (1 - keep)
+        c, s = self.c_s, self.s
+        noisy = r > 0  # keep = 1: g = phi, and 0 * inf must not spoil S_1
+        out = kernels.moment(act, "PD", q)
+        for coef, p in (((1 + c) ** 2 * r + 2 * c * r, s), (2 * c * (1 + c) * m3, 1.5 * s - 1),
+                        (c * c * m4, 2 * s - 2)):
+            out = out + np.where(noisy, coef * power_moment(act, q, p), 0.0)
+        return out
 
     def backprop_source_pair(self, act, q, c):
         q, c, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float),
@@ -148,6 +164,68 @@ class Sparseout(NoiseLayer):
         for s < 2: a measure-zero event for smooth activations; a ReLU's zeros carry phi' = 0).
         """
         return _sparseout_function().apply(p, xi, self.s, self.c_s)
+
+
+def _zero_slopes(act):
+    """[(x0, A_-, A_+)] for the zeros of phi: the one-sided slopes |phi'(x0 -+ 0)|."""
+    out = []
+    for x0 in act.zeros:
+        side = np.array([np.nextafter(x0, -np.inf), np.nextafter(x0, np.inf)])
+        a_minus, a_plus = np.abs(act.dphi(side))
+        out.append((float(x0), float(a_minus), float(a_plus)))
+    return out
+
+
+def power_moment(act, q, p):
+    """J_p(q) = E[phi'(x)^2 |phi(x)|^p], x ~ N(0, q), with |phi|^p taken as 0 where phi = 0.
+
+    Parameters
+    ----------
+    act : Activation
+    q : array_like
+        Variances (q = 0 means the limit q -> 0, evaluated at Q_MIN).
+    p : float
+        Exponent; p <= -1 gives +inf where phi has a zero with phi' != 0 on a side; for
+        -1 < p < 0 the singular part at each zero is subtracted in closed form (module docstring).
+
+    Returns
+    -------
+    ndarray
+        J_p, shaped like q.
+    """
+    q = np.maximum(np.asarray(q, float), kernels.Q_MIN)
+    # A_+- = |phi'(x0+-)|^(2+p) at the zeros where the integrand is singular
+    zeros = [(x0, am ** (2 + p), ap ** (2 + p)) for x0, am, ap in _zero_slopes(act)
+             if am > 0 or ap > 0] if p < 0 else []
+    if p <= -1 and zeros:
+        return np.full(q.shape, np.inf)
+    kinks = tuple(sorted(set(act.kinks) | set(act.zeros)))
+
+    def f(x):
+        phi, dphi = act.phi(x), act.dphi(x)
+        mag = np.abs(phi)
+        with np.errstate(divide="ignore"):
+            return dphi * dphi * np.where(mag > 0, mag ** p, 0.0)
+    if not zeros:
+        return expect(f, q, kinks=kinks)
+    # subtract S = A |u|^p exp(x0 u / q) on each side of each zero; add E[S] in closed form
+    qq = q[..., None]
+    exact = np.zeros(q.shape)
+    weight = 0.5 * (2 * q) ** ((p + 1) / 2) * math.gamma((p + 1) / 2)
+    for x0, a_minus, a_plus in zeros:
+        pdf0 = np.exp(-0.5 * x0 * x0 / q) / np.sqrt(2 * np.pi * q)
+        exact = exact + (a_minus + a_plus) * pdf0 * weight
+
+    def remainder(x):
+        out = f(x)
+        for x0, a_minus, a_plus in zeros:
+            u = x - x0
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                s = np.where(u > 0, a_plus, a_minus) * np.abs(u) ** p * np.exp(x0 * u / qq)
+            out = out - np.where(u == 0, 0.0, s)
+        return out
+    # the remainder cancels against the closed form: judge convergence on the total's scale
+    return exact + expect(remainder, q, kinks=kinks, floor=np.abs(exact))
 
 
 @lru_cache(maxsize=None)
