@@ -28,14 +28,16 @@ import numpy as np
 
 from . import kernels
 from .depth_scales import analyze_params
-from .maps import params
+from .maps import params, per_chunk
 from .noise import NoiseLayer
 from .validation import choice, integer
 
-__all__ = ["METHODS", "LOSSES", "GradientMetrics", "gradient_metrics"]
+__all__ = ["METHODS", "LOSSES", "RESULT_CAP", "GradientMetrics", "gradient_metrics"]
 
 METHODS = ("exact", "gia")
 LOSSES = ("sum_squares", "readout")
+RESULT_CAP = 2**30  # bytes of per-layer result arrays one call may return
+_RESULT_ARRAYS = 5  # qt_aa, qt_ab, a, g_aa, g_ab
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,14 @@ def gradient_metrics(activation, sigma_w2, sigma_b2, keep=None, depth=50, *, noi
     Raises
     ------
     ValueError
-        For invalid arguments; NoFixedPointError where q* is not finite.
+        For invalid arguments, or results larger than ``RESULT_CAP`` (points x depth);
+        NoFixedPointError where q* is not finite.
+
+    Notes
+    -----
+    Sparseout with s <= 1: E[g'^2] diverges through the zeros of phi, so chi_1 = inf and
+    qt_aa, g_aa are +inf on every layer below the output (for ``loss='readout'`` on every layer:
+    the readout's delta passes through g'). The pair metrics stay finite: gbar' = phi'.
 
     References
     ----------
@@ -140,26 +149,30 @@ def gradient_metrics(activation, sigma_w2, sigma_b2, keep=None, depth=50, *, noi
     choice("loss", loss, LOSSES)
     depth = integer("depth", depth, 1)
     p = params(activation, sigma_w2, sigma_b2, keep, noise=noise, drop=drop, **noise_params)
+    cells = int(np.prod(p.shape)) * depth
+    if cells * _RESULT_ARRAYS * 8 > RESULT_CAP:
+        raise ValueError(f"depth={depth} with {int(np.prod(p.shape))} parameter point(s): the "
+                         f"per-layer results would take {cells * _RESULT_ARRAYS * 8 / 2**30:.3g} GiB "
+                         f"(limit {RESULT_CAP / 2**30:g} GiB); use fewer layers or points")
     mf = analyze_params(p)
     act, nz, sw = p.act, p.noise, p.sigma_w2
     q, c = mf.q_star, mf.c_star
     chi1, chic, chiq = mf.chi_1, mf.chi_c, mf.chi_q
-    m2 = nz.second_moment(act, q)  # |x~|^2 / N (mean squared weight gradient per |delta|^2/N)
-    K = nz.pair_moments(act, q, c, ("K",))[0]  # x~_a . x~_b / N
+    exact = method == "exact" and loss == "sum_squares"
+    # |x~|^2/N (mean squared weight gradient per |delta|^2/N), x~_a.x~_b/N, the top-layer terms
+    # and the exact recursion's sources, per point (in chunks: pair integrals)
+    m2, K, pd, da2, pk, b1, b2 = per_chunk(
+        lambda pc, qc, cc: _point_terms(pc, qc, cc, loss == "sum_squares", exact), p, q, c,
+        n_out=7)
 
     if loss == "sum_squares":
-        pd, da2 = kernels.moments(act, ("PD", "dA2"), q)
         qt_top = 4 * pd  # E[(2 phi phi')^2], no noise on the output
-        qtab_top = 4 * kernels.pair(act, ("PK",), q, c)[0]
+        qtab_top = 4 * pk
         a_top = 2 * sw * nz.transpose_gain() * da2
     else:  # one readout y = v.x~^L of the noisy last layer, v ~ N(0, sigma_w^2/N): delta^L = g' 2 y v
         qt_top = chi1 * 4 * sw * m2
         qtab_top = chic * 4 * sw * K
         a_top = np.zeros_like(q)
-    exact = method == "exact" and loss == "sum_squares"
-    if exact:
-        b1 = nz.backprop_source_single(act, q)
-        b2 = nz.backprop_source_pair(act, q, c)
 
     qt_aa = np.empty(q.shape + (depth,))
     qt_ab = np.empty_like(qt_aa)
@@ -170,10 +183,24 @@ def gradient_metrics(activation, sigma_w2, sigma_b2, keep=None, depth=50, *, noi
     for i in range(depth - 1, 0, -1):  # layer l = i + 1 feeds layer l - 1 = i
         qt_aa[..., i - 1] = chi1 * qt_aa[..., i]
         qt_ab[..., i - 1] = chic * qt_ab[..., i]
-        if exact:
-            qt_aa[..., i - 1] += a[..., i] ** 2 * b1
-            qt_ab[..., i - 1] += a[..., i] ** 2 * b2
+        if exact:  # a = 0 (underflow deep down) adds nothing, even to an infinite source
+            a2 = a[..., i] ** 2
+            qt_aa[..., i - 1] += np.where(a2 == 0, 0.0, a2 * b1)
+            qt_ab[..., i - 1] += np.where(a2 == 0, 0.0, a2 * b2)
             a[..., i - 1] = a[..., i] * chiq
     return GradientMetrics(
         act.name, nz, method, loss, depth, q, c, chi1, chic, chiq, qt_aa, qt_ab, a,
         qt_aa * m2[..., None], qt_ab * K[..., None])
+
+
+def _point_terms(p, q, c, sum_squares, exact):
+    """Per-point moments: E[g^2], K, PD, dA2, PK and the exact sources S_1, S_2 (0 if unused)."""
+    act, nz = p.act, p.noise
+    zero = np.zeros(q.shape)
+    m2 = nz.second_moment(act, q)
+    K = nz.pair_moments(act, q, c, ("K",))[0]
+    pd, da2 = kernels.moments(act, ("PD", "dA2"), q) if sum_squares else (zero, zero)
+    pk = kernels.pair(act, ("PK",), q, c)[0] if sum_squares else zero
+    b1 = nz.backprop_source_single(act, q) if exact else zero
+    b2 = nz.backprop_source_pair(act, q, c) if exact else zero
+    return m2, K, pd, da2, pk, b1, b2

@@ -144,9 +144,37 @@ class Sparseout(NoiseLayer):
         return out
 
     def backprop_source_pair(self, act, q, c):
+        """S_2 = E[(g'g)bar(u1) (g'g)bar(u2)], (g'g)bar = phi' (phi + c_s r sgn(phi) |phi|^(s-1)).
+
+        For s < 1, (g'g)bar is singular at the zeros of phi (integrable), so with Psi = phi^2/2
+        + (c_s r / s) |phi|^s, (g'g)bar = Psi', Gaussian integration by parts in both variables
+        moves the derivatives onto smooth Gaussian weights (:func:`_stein_pair`); at c = 1 it is
+        E[(g'g)bar^2] = J_2 + 2 c_s r J_s + c_s^2 r^2 J_(2s-2) (inf for s <= 1/2).
+        """
         q, c, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float),
                                          np.asarray(self.keep, float))
+        if self.s < 1:
+            r = (1 - keep) / keep
+            cs, s = self.c_s, self.s
+            out = np.empty(q.shape)
+            one, inner = c == 1, np.abs(c) < 1
+            if np.any(one):
+                qo, ro = q[one], r[one]
+                out[one] = power_moment(act, qo, 2.0) + np.where(ro > 0, 2 * cs * ro * power_moment(
+                    act, qo, s) + (cs * ro) ** 2 * power_moment(act, qo, 2 * s - 2), 0.0)
+            if np.any(inner):
+                def psi(x, rr):
+                    phi = act.phi(x)
+                    return 0.5 * phi * phi + (cs * rr / s) * np.abs(phi) ** s
+                out[inner] = _stein_pair(psi, r[inner], np.maximum(q[inner], kernels.Q_MIN),
+                                         c[inner], self._kinks(act))
+            rest = ~(one | inner)  # c = -1: left to the direct rule
+            if np.any(rest):
+                out[rest] = self._direct_pair_source(act, q[rest], c[rest], keep[rest])
+            return out
+        return self._direct_pair_source(act, q, c, keep)
 
+    def _direct_pair_source(self, act, q, c, keep):
         def gg(x):
             phi, dphi, a, b, k, r = self._parts(act, x, keep)
             return _two_point(lambda xi: dphi * (1 + b * xi) * (phi + a * xi), k, r)
@@ -164,6 +192,32 @@ class Sparseout(NoiseLayer):
         for s < 2: a measure-zero event for smooth activations; a ReLU's zeros carry phi' = 0).
         """
         return _sparseout_function().apply(p, xi, self.s, self.c_s)
+
+
+def _stein_pair(psi, r, q, c, kinks):
+    """E[Psi'(u1) Psi'(u2)] for (u1, u2) centred Gaussian, variance q, correlation |c| < 1.
+
+    With u2 = c u1 + sd z, sd = sqrt(q (1 - c^2)), integration by parts gives the inner
+    h(x) = E[Psi'(c x + sd z)] = E[z Psi(c x + sd z)] / sd and h'(x) = c E[(z^2 - 1) Psi] / sd^2,
+    and the outer E[Psi'(X) h(X)] = E[Psi(X) (X h(X) / q - h'(X))]: only Psi itself (continuous)
+    is ever integrated. ``psi(x, r)`` takes r broadcast against x.
+    """
+    sd = np.sqrt(q * (1 - c) * (1 + c))
+    rr = r[..., None]
+    scale = np.sqrt(expect(lambda x: psi(x, rr) ** 2, q, kinks=kinks))
+
+    def outer(x):
+        qq, cc, ss = q[..., None], c[..., None], sd[..., None]
+
+        def weighted(y):
+            z = (y - cc[..., None] * x[..., None]) / ss[..., None]
+            w = (x[..., None] * z / (qq[..., None] * ss[..., None])
+                 - cc[..., None] * (z * z - 1) / ss[..., None] ** 2)
+            return psi(y, rr[..., None]) * w
+        inner = expect(weighted, ss ** 2, cc * x, kinks=kinks,
+                       floor=(scale / (sd * sd) + scale * np.abs(c) / (q * sd))[..., None])
+        return psi(x, rr) * inner
+    return expect(outer, q, kinks=kinks, floor=scale * scale / (q * (1 - c * c)))
 
 
 def _zero_slopes(act):
