@@ -56,9 +56,10 @@ __all__ = [
     "forward_critical_sigma_w2", "effective_sigma_w2", "analyze",
 ]
 
-from .depth_scales import depth_scale, gradient_depth_scale
-from .fixed_points import NoFixedPointError
-from .validation import checked
+from .depth_scales import _xi, gradient_depth_scale
+from .fixed_points import MARGINAL_RTOL, NoFixedPointError
+from .maps import settle_correlation
+from .validation import checked, correlation
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 
@@ -83,7 +84,13 @@ def _q(q, name="q"):
 
 
 def _c(c):
-    return checked("c (correlation)", c, "lie in [-1, 1]", lambda a: (a >= -1) & (a <= 1))
+    return correlation(c)  # within rounding (C_ROUND) of +-1 is taken as +-1
+
+
+def _gain(sw2, f):
+    """sigma_w^2 G(f), with 1 +- MARGINAL_RTOL (rounding of sigma_w2 = 1/G(f)) taken as 1."""
+    gain = sw2 * G(f)
+    return np.where(np.abs(gain - 1) <= MARGINAL_RTOL, 1.0, gain)
 
 
 def _pdf(x):
@@ -175,32 +182,40 @@ def c_map(q, c, f, sigma_w2, sigma_b2=0.0):
     sw2, sb2 = _sw2(sigma_w2), _sb2(sigma_b2)
     g, m = G(f), M(c, tau(f))
     if q is None:
-        rest = np.where(sb2 > 0, 1.0 - sw2 * g, 0.0)  # sigma_b^2 / q* at the fixed point
-        if np.any((sb2 > 0) & (sw2 * g >= 1)):
+        gain = _gain(sw2, f)
+        rest = np.where(sb2 > 0, 1.0 - gain, 0.0)  # sigma_b^2 / q* at the fixed point
+        if np.any((sb2 > 0) & (gain >= 1)):
             raise NoFixedPointError(
                 "c_map(q=None) needs q*: no finite q* for sigma_b2 > 0 and sigma_w2 >= 1/G(f)")
         out = np.where(sb2 > 0, sw2 * m + rest, m / g)
     else:
         q = _q(q)
         out = (sw2 * q * m + sb2) / (sw2 * q * g + sb2)
+    out = settle_correlation(out, "k-winners c-map")  # |M| <= G: rounding only
     return out[()] if np.ndim(out) == 0 else out
 
 
 # ----------------------------------------------------------------------------- fixed points
 
 def q_star(f, sigma_w2, sigma_b2):
-    """q* = sigma_b^2 / (1 - sigma_w^2 G(f)); needs sigma_w^2 G(f) < 1 (q* = 0 for sigma_b2 = 0).
+    """q* = sigma_b^2 / (1 - sigma_w^2 G(f)); needs sigma_w^2 G(f) < 1, or q* = 0 for sigma_b2 = 0.
 
-    Raises NoFixedPointError where sigma_w^2 >= 1/G(f) (the map grows without bound, or is
-    marginal with every q fixed when sigma_b2 = 0).
+    At sigma_b2 = 0 and sigma_w^2 = 1/G(f) (within rounding) the map is the identity, every q
+    is fixed, and q* = 0 is returned: the limit from the ordered side, as
+    :func:`meanfield.q_star` does for ReLU (docs/THEORY.md §3).
+
+    Raises NoFixedPointError where sigma_w^2 G(f) > 1, or = 1 with sigma_b2 > 0 (the map grows
+    without bound).
     """
-    sw2, sb2, g = _sw2(sigma_w2), _sb2(sigma_b2), G(f)
-    gain = sw2 * g
-    if np.any(gain >= 1):
+    sw2, sb2 = _sw2(sigma_w2), _sb2(sigma_b2)
+    gain = _gain(sw2, f)
+    missing = (gain > 1) | ((gain == 1) & (sb2 > 0))
+    if np.any(missing):
         raise NoFixedPointError(
-            "no finite q* for k-winners: needs sigma_w2 < 1/G(f) (forward-critical value); "
-            f"got sigma_w2 * G(f) = {gain}")
-    out = sb2 / (1.0 - gain)
+            "no finite q* for k-winners: needs sigma_w2 < 1/G(f) (forward-critical value; "
+            f"equality only with sigma_b2 = 0); got sigma_w2 * G(f) = {gain}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(sb2 == 0, 0.0, sb2 / (1.0 - gain))
     return out[()] if np.ndim(out) == 0 else out
 
 
@@ -234,7 +249,7 @@ def c_star(f, sigma_w2, sigma_b2):
     f, sw2, sb2 = _f(f), _sw2(sigma_w2), _sb2(sigma_b2)
     f, sw2, sb2 = np.broadcast_arrays(f, sw2, sb2)
     g = G(f)
-    if np.any((sb2 > 0) & (sw2 * g >= 1)):
+    if np.any((sb2 > 0) & (_gain(sw2, f) >= 1)):
         raise NoFixedPointError(
             "c* needs q*: no finite q* for sigma_b2 > 0 and sigma_w2 >= 1/G(f)")
     t = tau(f)
@@ -257,7 +272,8 @@ def chi_q(f, sigma_w2):
 
 def _chi_c_from(cs, f, sw2, sb2):
     slope = dM_dc(cs, tau(f))
-    return np.where(sb2 > 0, sw2 * slope, slope / G(f))
+    # a slope rounded above 1 at the stable c* is 1 (ReLU at c* = 1 and sigma_w^2 = 2)
+    return np.minimum(np.where(sb2 > 0, sw2 * slope, slope / G(f)), np.where(cs == 1, 1.0, np.inf))
 
 
 def chi_c(f, sigma_w2, sigma_b2):
@@ -278,13 +294,21 @@ def xi_1(f, sigma_w2):
 
 
 def xi_q(f, sigma_w2):
-    """Variance depth scale xi_q = -1/ln chi_q (finite positive where q* exists)."""
-    return _scalar(depth_scale(chi_q(f, sigma_w2)))
+    """Variance depth scale xi_q = -1/ln chi_q (inf at the forward-critical sigma_w^2 = 1/G(f)).
+
+    Raises NoFixedPointError where sigma_w^2 G(f) > 1 (no stable fixed point: the variance
+    grows without bound).
+    """
+    gain = _gain(_sw2(sigma_w2), f)
+    if np.any(gain > 1):
+        raise NoFixedPointError("xi_q needs a stable fixed point: sigma_w2 * G(f) <= 1 "
+                                f"(sigma_w2 <= 1/G(f)); got sigma_w2 * G(f) = {gain}")
+    return _scalar(_xi(gain))
 
 
 def xi_c(f, sigma_w2, sigma_b2):
     """Correlation depth scale xi_c = -1/ln chi_c at c*."""
-    return _scalar(depth_scale(chi_c(f, sigma_w2, sigma_b2)))
+    return _scalar(_xi(chi_c(f, sigma_w2, sigma_b2)))
 
 
 def critical_sigma_w2(f):
@@ -361,7 +385,7 @@ def analyze(f, sigma_w2, sigma_b2=0.05):
     return KWinnersResult(
         f=f, sigma_w2=sw2, sigma_b2=sb2, tau=tau(f), G=G(f), q_star=np.asarray(qs),
         c_star=np.asarray(cs), chi_1=chi_1(f, sw2), chi_c=np.asarray(cc), chi_q=chi_q(f, sw2),
-        xi_1=xi_1(f, sw2), xi_c=_scalar(depth_scale(cc)), xi_q=xi_q(f, sw2),
+        xi_1=xi_1(f, sw2), xi_c=_scalar(_xi(cc)), xi_q=xi_q(f, sw2),
         sigma_w2_forward_critical=forward_critical_sigma_w2(f),
         sigma_w2_critical=critical_sigma_w2(f),
     )
