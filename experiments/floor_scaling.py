@@ -73,7 +73,7 @@ def main(argv=None):
         results = [sims.get(s) for s in specs]
     rng = np.random.default_rng(0)
     logn, floors, boots = [], [], []
-    for n, r in zip(a.widths, results):
+    for n, r in zip(a.widths, results, strict=True):
         idx = [rng.integers(0, a.realisations, a.realisations) for _ in range(300)]
         floors.append(floor(r["g_ab"], r["g_aa"]))
         boots.append(np.array([floor(r["g_ab"][i], r["g_aa"][i]) for i in idx]))

@@ -40,12 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from experiments import reference as ref  # noqa: E402
 from experiments.runner import Task, add_runner_arguments, run, runner_from_args  # noqa: E402
 from experiments.store import Store  # noqa: E402
-from meanfield import analyze  # noqa: E402
-from meanfield import gradient_metrics  # noqa: E402
-from experiments import reference as ref  # noqa: E402
 from experiments.universality import fit_samples  # noqa: E402
+from meanfield import analyze, gradient_metrics  # noqa: E402
 
 DEFAULT_DB = ROOT / "results" / "gradient_study.sqlite"
 KEEPS = (0.6, 0.7, 0.8, 0.9, 1.0)
@@ -94,9 +93,10 @@ def simulate_row(s, device="cpu"):
     from meanfield.simulation import simulate_gradients
     q0, c0 = fixed_point(s["activation"], s["sigma_w2"], s["keep"])
     t = time.perf_counter()
-    r = simulate_gradients(s["activation"], s["sigma_w2"], s["sigma_b2"], s["keep"], width=s["width"],
-                           depth=s["depth"], realisations=s["realisations"], gia=bool(s["gia"]),
-                           seed=s["seed"], engine=s["engine"], q0=q0, c0=c0, device=device)
+    r = simulate_gradients(s["activation"], s["sigma_w2"], s["sigma_b2"], noise="dropout", keep=s["keep"],
+                           width=s["width"], depth=s["depth"], realisations=s["realisations"],
+                           gia=bool(s["gia"]), seed=s["seed"], engine=s["engine"], q0=q0, c0=c0,
+                           device=device)
     row = dict(_key(s), q0=q0, c0=c0, seconds=time.perf_counter() - t)
     row.update({m: _to_blob(getattr(r, m)) for m in METRICS})
     return row
