@@ -148,3 +148,21 @@ def test_gradients_cli_simulates_dropconnect(capsys):
     assert "dropconnect(keep=0.8)" in capsys.readouterr().out
     assert main(args) == 2
     assert "engine" in capsys.readouterr().err
+
+
+def test_acceptance_study_runs_resumes_and_reports(tmp_path, capsys):
+    """experiments.noise_study at toy size: every case stored once, a rerun adds nothing."""
+    from experiments import noise_study
+    db = tmp_path / "ns.sqlite"
+    args = ["--width", "30", "--depth", "3", "--realisations", "3", "--db", str(db), "--no-progress",
+            "--threads", "1"]
+    assert noise_study.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# 6 new simulations") and "DropConnect minus dropout" in out
+    assert "dropconnect(keep=0.7)" in out and "gaussian(sigma_eps2=0.4285" in out
+    assert noise_study.main(args + ["--out", str(tmp_path / "r.txt")]) == 0
+    assert capsys.readouterr().out.startswith("# 0 new simulations, 6 in")
+    assert (tmp_path / "r.txt").read_text().count("## ") == 8
+    with pytest.raises(SystemExit) as exc:
+        noise_study.main(["--width", "1"])
+    assert exc.value.code == 2 and "--width" in capsys.readouterr().err
