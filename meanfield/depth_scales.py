@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fixed_points import solve_c_star, solve_q_star
+from .fixed_points import MARGINAL_RTOL, solve_c_star, solve_q_star
 from .kernels import Q_MIN
 from .maps import Params, chunk_slices, params, per_chunk
 from .noise import NoiseLayer
@@ -24,7 +24,8 @@ __all__ = ["depth_scale", "gradient_depth_scale", "q_star", "c_star", "chi_1", "
 def depth_scale(chi):
     """xi = -1 / ln chi for a contracting slope chi in [0, 1]; used for xi_q and xi_c.
 
-    chi = 0 gives 0 and chi = 1 gives inf (the marginal map: no exponential approach).
+    chi = 0 gives 0 and chi = 1 gives inf (the marginal map: no exponential approach); a chi
+    within rounding of 1 (``MARGINAL_RTOL``, 16 ulp: e.g. phi'(0)^2 of erf) counts as 1.
 
     Parameters
     ----------
@@ -60,7 +61,7 @@ def gradient_depth_scale(chi_1):
     Returns
     -------
     ndarray
-        xi_1 in layers (inf at chi_1 = 1, 0 at chi_1 = 0 or inf).
+        xi_1 in layers (inf at chi_1 = 1 within ``MARGINAL_RTOL``, 0 at chi_1 = 0 or inf).
 
     Raises
     ------
@@ -84,17 +85,18 @@ def gradient_depth_scale(chi_1):
 
 
 def _xi(chi):
-    """-1/ln chi, inf at chi >= 1 (a slope rounded above 1 at a stable fixed point), NaN kept."""
+    """-1/ln chi, inf at chi >= 1 - MARGINAL_RTOL (a marginal slope, or one rounded above 1 at
+    a stable fixed point), NaN kept."""
     chi = np.asarray(chi, float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(chi >= 1, np.inf, -1.0 / np.log(chi))
+        return np.where(chi >= 1 - MARGINAL_RTOL, np.inf, -1.0 / np.log(chi))
 
 
 def _xi_1(chi_1):
-    """1/|ln chi_1|, inf at 1, 0 at 0 and inf, NaN kept."""
+    """1/|ln chi_1|, inf within MARGINAL_RTOL of 1, 0 at 0 and inf, NaN kept."""
     chi_1 = np.asarray(chi_1, float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(chi_1 == 1, np.inf, 1.0 / np.abs(np.log(chi_1)))
+        return np.where(np.abs(chi_1 - 1) <= MARGINAL_RTOL, np.inf, 1.0 / np.abs(np.log(chi_1)))
 
 
 def _public(fn):

@@ -249,7 +249,7 @@ def solve_c_star(p: Params, q, chi1, pair=None):
         fast, full = fg_at(1e-6), fg_at(RTOL)
         c1 = safeguarded_newton(lambda c, i: fast(c, todo[i]), lo, hi, x0, 1e-6, "c*", scale=1.0)
         c_sol[todo] = safeguarded_newton(lambda c, i: full(c, todo[i]), np.zeros(todo.size),
-                                         np.ones(todo.size), c1, 1e-8, "c*", scale=1.0)
+                                         np.ones(todo.size), c1, 1e-10, "c*", scale=1.0)
     kd = pair(qs, c_sol, ("Kd",), RTOL, solve)[0]
     chic[solve] = sw[solve] * kd
     slope[solve] = a * qs * kd
