@@ -83,10 +83,25 @@ def _key(s):
 
 
 def simulate_row(s, device="cpu"):
-    """One stored simulation: the row of spec ``s`` (a dict from :func:`spec`), run on ``device``.
+    """One simulation of the study, the compute function of its ``experiments.runner`` task.
 
-    The runner's compute function: it depends only on ``s`` (seed included), never touches the
-    store, and returns the per-network metrics as ``np.save`` blobs.
+    Parameters
+    ----------
+    s : dict
+        A spec from :func:`spec` (configuration and seed; the store key).
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    dict
+        The ``gradient_sims`` row: the key, the layer-0 start (q0, c0) at the fixed point, the
+        seconds it took, and per metric an ``np.save`` blob of shape (realisations, depth). It
+        depends only on ``s`` and never touches the store.
+
+    References
+    ----------
+    docs/THEORY.md §4 (the metrics); ``meanfield.simulation.simulate_gradients``.
     """
     import time
 
@@ -127,7 +142,22 @@ class Simulations:
 
 
 def open_simulations(db, device="cpu", engine=None, workers=None) -> Simulations:
-    """:class:`Simulations` on the ``gradient_sims`` table of the SQLite file ``db``."""
+    """The ``gradient_sims`` table of a SQLite file and how to fill it.
+
+    Parameters
+    ----------
+    db : str or path-like
+        SQLite file (created with its folder if missing).
+    device : str
+        Torch device of the simulations ("cuda": one worker per GPU on the embedded cluster).
+    engine, workers
+        As in ``experiments.runner.run``.
+
+    Returns
+    -------
+    Simulations
+        Its ``store`` is open; close it (``with sims.store:``) when done.
+    """
     return Simulations(Store(db, "gradient_sims", COLUMNS, KEY), device, engine, workers)
 
 

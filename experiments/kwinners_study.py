@@ -185,8 +185,31 @@ def study_point(setting, f, n, reps, depth, seed=0):
 
 def run(db=None, reps=300, depth=20, fs=FS, ns=NS, settings=SETTINGS, progress=True, *,
         engine=None, workers=None):
-    """Compute every missing table row (one task per (setting, f, N), resumable) and return the
-    rows of these sizes in plan order; ``engine``/``workers`` as in ``experiments.runner.run``."""
+    """Compute every missing table row and return the rows of these sizes.
+
+    Parameters
+    ----------
+    db : str or path-like, optional
+        SQLite file (default ``results/kwinners_study.sqlite`` in the repository).
+    reps, depth : int
+        Networks per row and layers.
+    fs, ns, settings : sequences
+        Fractions of winners f, widths N and settings (``SETTINGS``); one row, and one
+        ``experiments.runner`` task (weight ``reps``), per combination.
+    progress : bool
+        Progress bar over networks.
+    engine, workers
+        As in ``experiments.runner.run`` (default: ``$MEANFIELD_SCHEDULER``, else a LocalCluster).
+
+    Returns
+    -------
+    list of dict
+        The rows in plan order (settings, then f, then N), whichever engine computed them.
+
+    References
+    ----------
+    docs/THEORY.md §7 (k-winners mean field).
+    """
     from experiments import runner
     from experiments.store import Store
 

@@ -178,10 +178,26 @@ def _noisy_tests(data_dir: str, n_test: int) -> tuple:
 
 
 def network_row(preset: str, arch: str, variant: str, seed: int, data_dir: str) -> dict:
-    """One stored network, a task of ``experiments.runner``: train on clean MNIST, score each eta.
+    """One network, the compute function of its ``experiments.runner`` task.
 
-    Runs wherever the runner puts it (MNIST is loaded once per process from ``data_dir``, which
-    must exist there) and returns the row; it never touches the store.
+    Parameters
+    ----------
+    preset, arch, variant : str
+        Keys of ``PRESETS``, ``ARCHS``, ``VARIANTS``.
+    seed : int
+        Seed of the weights and of the minibatch order.
+    data_dir : str
+        Folder with ``mnist/``, valid where the task runs (MNIST is loaded once per process).
+
+    Returns
+    -------
+    dict
+        The ``robustness`` row: key, preset configuration (JSON), correct answers per eta (JSON),
+        clean accuracy, noise score and training seconds. It never touches the store.
+
+    References
+    ----------
+    Ahmad and Scheinkman 2019; docs/THEORY.md §7 (the protocol of the module docstring).
     """
     p = PRESETS[preset]
     r = train_and_score(arch, variant, seed, p, _mnist(data_dir), _noisy_tests(data_dir, p.n_test))
