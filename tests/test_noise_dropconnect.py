@@ -74,12 +74,14 @@ def test_backprop_ingredients():
 def test_layer_parameters_and_spec():
     nz = make_noise("dropconnect", drop=0.25)
     assert nz == DropConnect(keep=0.75) and nz.acts_on == "weights"
+    assert nz != Dropout(keep=0.75) and hash(nz) != hash(Dropout(keep=0.75))
     assert noise_from_spec(nz.spec()) == nz
     assert DropConnect(keep=1.0).is_identity()
     with pytest.raises(ValueError, match="keep"):
         DropConnect(keep=1.5)
-    with pytest.raises(NotImplementedError, match="weights"):
-        nz.torch_g(None, None)
+    for unit_forward in (lambda: nz.torch_g(None, None), lambda: nz.torch_xi(None)):
+        with pytest.raises(NotImplementedError, match="weights"):
+            unit_forward()
 
 
 # ------------------------------------------------------------------ simulation (torch)

@@ -8,7 +8,7 @@ At infinite width (docs/THEORY.md §11):
 
 - the forward maps equal unit dropout's: sum_j W_ij^2 M_ij x_j^2 / rho^2 -> (sigma_w^2/rho) E[phi^2]
   and the independent masks of two inputs average to 1, so q*, c*, chi_1, chi_c, chi_q are
-  dropout's (the moments of a multiplicative noise with mu_2 = 1/rho, inherited below);
+  dropout's (its moments, with mu_2 = 1/rho, are inherited from :class:`Dropout` below);
 - the transpose rule, with W o M / rho Gaussian given M (entry variance sigma_w^2 M_ij/(N rho^2)),
   gives W~^T delta = Zhat + a h with h = phi (no unit noise) and the transpose gain gamma = 1/rho;
   hence S_1 = E[phi'^2 phi^2] (PD), rho times dropout's a_l^2 S_1 = a_l^2 PD/rho^3 once a_l carries
@@ -21,18 +21,18 @@ the exact g_aa of DropConnect lies between GIA and dropout's.
 """
 from __future__ import annotations
 
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import kernels
-from .base import WEIGHTS, NoiseLayer, keep_field, register_noise
-from .multiplicative import MultiplicativeNoise
+from .base import WEIGHTS, NoiseLayer, register_noise
+from .multiplicative import Dropout
 
 
 @register_noise
 @dataclass(frozen=True, eq=False, kw_only=True)
-class DropConnect(MultiplicativeNoise):
+class DropConnect(Dropout):
     """DropConnect weight noise: W o M / rho, M_ij ~ Bernoulli(rho) per weight and per input.
 
     Parameters
@@ -45,8 +45,8 @@ class DropConnect(MultiplicativeNoise):
     Notes
     -----
     Acts on weights (``acts_on = "weights"``): ``torch_weight`` masks a weight matrix, there is no
-    unit-noise forward. Forward moments are those of a multiplicative noise with mu_2 = 1/rho;
-    the exact backprop uses gamma = 1/rho, S_1 = PD, S_2 = PK (module docstring).
+    unit-noise forward. It inherits dropout's keep parameter and forward moments (mu_2 = 1/rho);
+    the exact backprop has its own gamma = 1/rho, S_1 = PD, S_2 = PK (module docstring).
 
     References
     ----------
@@ -56,15 +56,6 @@ class DropConnect(MultiplicativeNoise):
 
     name = "dropconnect"
     acts_on = WEIGHTS
-    keep: float | np.ndarray = keep_field()
-    drop: InitVar[float | np.ndarray | None] = None
-
-    def __post_init__(self, drop):
-        self._keep(drop)
-
-    @property
-    def mu2(self):
-        return 1.0 / np.asarray(self.keep)
 
     def transpose_gain(self):
         return np.asarray(self.mu2, float)
@@ -75,7 +66,8 @@ class DropConnect(MultiplicativeNoise):
     def backprop_source_pair(self, act, q, c):
         return kernels.pair(act, ("PK",), q, c)[0] * np.ones(self.shape)
 
-    torch_g = NoiseLayer.torch_g  # weight noise: no unit forward
+    torch_xi = NoiseLayer.torch_xi  # weight noise: no unit forward
+    torch_g = NoiseLayer.torch_g
 
     def torch_weight(self, w, u):
         """W o M / rho with M = (u < rho); u may carry extra leading dimensions (one mask per
