@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .activations import get_activation
 from .noise import NoiseLayer, make_noise, noise_class
@@ -56,13 +56,16 @@ def resolve_noise(noise, acts_on=None, *, keep=None, drop=None, **params) -> Noi
     ------
     ValueError
         Unknown noise, missing or invalid parameters, array parameters, or the wrong kind.
+
+    References
+    ----------
+    docs/THEORY.md §2, §13 (the noise-layer protocol and registry).
     """
     if not isinstance(noise, (NoiseLayer, str)):
         raise ValueError(f"noise must be a noise layer or a registered name, got {noise!r} (give "
                          "probabilities by keyword: keep= (keep probability rho) or drop= (1 - rho))")
-    if isinstance(noise, str):
-        if "keep" in {f.name for f in noise_class(noise).param_fields()}:
-            keep_from(keep, drop)  # neither or both: ValueError naming keep and drop
+    if isinstance(noise, str) and "keep" in {f.name for f in noise_class(noise).param_fields()}:
+        keep_from(keep, drop)  # neither or both: ValueError naming keep and drop
     nz = make_noise(noise, keep=keep, drop=drop, **params).scalar()
     if acts_on is not None and nz.acts_on != acts_on:
         other = "NoisyLinear" if nz.acts_on == WEIGHTS else "NoiseModule"
@@ -71,19 +74,66 @@ def resolve_noise(noise, acts_on=None, *, keep=None, drop=None, **params) -> Noi
 
 
 def draws(noise: NoiseLayer) -> bool:
-    """Whether the layer consumes random numbers (False where it is the identity, e.g. keep = 1)."""
+    """Whether the layer consumes random numbers.
+
+    Parameters
+    ----------
+    noise : NoiseLayer
+
+    Returns
+    -------
+    bool
+        False where the layer is the identity (``noise.is_identity()``, e.g. keep = 1): callers
+        then draw no uniforms, so such runs reproduce runs without noise.
+    """
     return not bool(np.all(noise.is_identity()))
 
 
 def unit_noise(noise: NoiseLayer, p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """x~ = g(z, xi) from post-activations p and uniforms u in [0, 1) of p's shape (differentiable
-    in p). The one place that turns uniforms into unit noise."""
+    """x~ = g(z, xi) for a unit noise layer: the one place that turns uniforms into unit noise.
+
+    Parameters
+    ----------
+    noise : NoiseLayer
+        Unit noise with scalar parameters.
+    p : Tensor
+        Post-activations phi(z), any shape.
+    u : Tensor
+        Uniforms in [0, 1), p's shape.
+
+    Returns
+    -------
+    Tensor
+        ``noise.torch_g(p, noise.torch_xi(u))``, p's shape, differentiable in p.
+
+    References
+    ----------
+    docs/THEORY.md §2 (g(z, xi)), §6 (Sparseout), §10 (Gaussian noise).
+    """
     return noise.torch_g(p, noise.torch_xi(u))
 
 
 def weight_noise(noise: NoiseLayer, w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The noisy weights from w and uniforms u (w's shape, or with extra leading dimensions for one
-    mask per example; the result has the broadcast shape). Differentiable in w."""
+    """The noisy weights ``noise.torch_weight(w, u)`` of a weight noise layer.
+
+    Parameters
+    ----------
+    noise : NoiseLayer
+        Weight noise with scalar parameters (e.g. DropConnect).
+    w : Tensor
+        Weights (..., out, in).
+    u : Tensor
+        Uniforms in [0, 1), w's shape or with extra leading dimensions (one mask per example).
+
+    Returns
+    -------
+    Tensor
+        The broadcast shape of w and u, differentiable in w.
+
+    References
+    ----------
+    docs/THEORY.md §11 (DropConnect).
+    """
     return noise.torch_weight(w, u)
 
 
@@ -106,6 +156,10 @@ def masked_linear(noise, x, w, u, bias=None):
     Returns
     -------
     Tensor, shape (..., B, out)
+
+    References
+    ----------
+    docs/THEORY.md §11 (per-example masks).
     """
     y = (weight_noise(noise, w, u) @ x.unsqueeze(-1)).squeeze(-1)
     return y if bias is None else y + bias
@@ -157,7 +211,8 @@ class NoiseModule(nn.Module):
         return 1.0 - self.keep
 
     def extra_repr(self) -> str:
-        return f"{self.noise.spec()}, drop={self.drop:g}" if hasattr(self.noise, "keep") else self.noise.spec()
+        spec = self.noise.spec()
+        return f"{spec}, drop={self.drop:g}" if hasattr(self.noise, "keep") else spec
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         if not self.training or not draws(self.noise):
