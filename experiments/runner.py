@@ -148,9 +148,12 @@ def run(tasks: Iterable[Task], store: Store, *, engine: Any = None, workers: int
               disable=not progress, dynamic_ncols=True) as bar, \
             _client(engine, workers, cuda) as client:
         finished = _serial(todo) if client is None else _distributed(client, todo)
-        for task, rows in finished:
-            added += _insert(store, task, rows)
-            bar.update(task.weight)
+        try:
+            for task, rows in finished:
+                added += _insert(store, task, rows)
+                bar.update(task.weight)
+        finally:
+            finished.close()  # on an error: cancel the queued tasks now, not when collected
     return added
 
 
