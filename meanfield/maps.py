@@ -27,7 +27,7 @@ SIGMA_B2 = "sigma_b2 (bias variance)"
 # under MEMORY_CAP bytes. POINT_BYTES bounds the peak per point of the costliest path (analyze:
 # the nested pair integrals of c*), measured with tracemalloc (tests/test_edges_grid.py).
 MEMORY_CAP = 256 * 2**20
-POINT_BYTES = 4 * 2**20
+POINT_BYTES = 8 * 2**20
 
 
 def chunk_slices(n: int, point_bytes: int = POINT_BYTES):
