@@ -295,8 +295,8 @@ def test_driver_killed_mid_sweep_then_rerun(tmp_path):
     with Store(db, "kwinners_study", ks.COLUMNS, ks.KEY) as st:
         before = st.rows()
     # rerun (serially: the resume logic is the runner's, whatever the engine)
-    subprocess.run([*cmd, "--serial"], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=300)
+    rerun = subprocess.run([*cmd, "--serial"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     with Store(db, "kwinners_study", ks.COLUMNS, ks.KEY) as st:
         after = st.rows()
     assert len(after) == n == len({tuple(r[k] for k in ks.KEY) for r in after})
