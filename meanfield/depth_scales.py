@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fixed_points import MARGINAL_RTOL, solve_c_star, solve_q_star
-from .kernels import Q_MIN
+from .fixed_points import MARGINAL_RTOL, origin_limit, solve_c_star, solve_q_star
 from .maps import Params, chunk_slices, params, per_chunk
 from .noise import NoiseLayer
 from .validation import checked
@@ -138,8 +137,8 @@ def chi_q(p):
 
 
 def _q_pos(p):
-    """q* with q* = 0 as Q_MIN: slopes at the origin are the q -> 0 limits (docs/THEORY.md §3)."""
-    return np.maximum(solve_q_star(p), Q_MIN)
+    """q* for the slopes (q* = 0 as its q -> 0 limit, docs/THEORY.md §3)."""
+    return origin_limit(solve_q_star(p))
 
 
 @_public
@@ -263,7 +262,7 @@ def _analyze_flat(p: Params, on_missing, pair, q):
     ok = np.isfinite(q)
     chi1, chiq = np.full(q.shape, np.nan), np.full(q.shape, np.nan)
     if np.any(ok):  # slopes at q* = 0 are the q -> 0 limits, evaluated at Q_MIN
-        nz, qp = p.noise.take(ok), np.maximum(q[ok], Q_MIN)
+        nz, qp = p.noise.take(ok), origin_limit(q[ok])
         chi1[ok] = p.sigma_w2[ok] * nz.deriv_second_moment(p.act, qp)
         chiq[ok] = p.sigma_w2[ok] * nz.second_moment_slope(p.act, qp)
     cs, chic, slope = solve_c_star(p, q, chi1, pair)

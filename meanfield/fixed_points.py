@@ -12,7 +12,8 @@ from .gauss import RTOL
 from .kernels import Q_MIN
 from .maps import Params
 
-__all__ = ["NoFixedPointError", "Q_CAP", "safeguarded_newton", "solve_q_star", "solve_c_star"]
+__all__ = ["NoFixedPointError", "Q_CAP", "safeguarded_newton", "solve_q_star", "solve_c_star",
+           "origin_limit"]
 
 Q_CAP = 1e12  # an unbounded variance map still above the diagonal here has no finite fixed point
 # chi_q(0) within this of 1 is marginal: sigma_w2 * E[xi^2] * phi'(0)^2 rounds to 1 +- a few ulp
@@ -23,6 +24,13 @@ ZERO_ATOL = 1e-14  # |c-map(0)| below this: c = 0 is a fixed point to rounding (
 _MAX_ITER = 200
 
 
+def origin_limit(q):
+    """q with q* = 0 replaced by Q_MIN: moments at the origin are the q -> 0 limits (tiny
+    positive q* are kept: Sparseout's can be 1e-40)."""
+    q = np.asarray(q, float)
+    return np.where(q == 0, Q_MIN, q)
+
+
 class NoFixedPointError(ValueError):
     """The variance map has no finite stable fixed point for some parameters."""
 
@@ -31,7 +39,8 @@ def safeguarded_newton(fg, lo, hi, x, tol, what, scale=0.0):
     """Vectorised Newton on f with f(lo) >= 0 > f(hi) (or f(hi) = 0 taken as the negative side).
 
     ``fg(x, idx)`` returns (f, f') at the points idx. Steps leaving the bracket become bisections,
-    so convergence is guaranteed. A point stops when a Newton step is below ``tol`` times
+    so convergence is guaranteed (geometric bisections where 0 < lo < hi / 4). A point stops when
+    a Newton step is below ``tol`` times
     max(``scale``, |x|) (relative for scale = 0; the returned iterate then carries an error
     ~tol^2 by quadratic convergence), when its bracket has shrunk to rounding level, or when
     f = 0. ``lo`` and ``hi`` are updated in place.
@@ -53,7 +62,10 @@ def safeguarded_newton(fg, lo, hi, x, tol, what, scale=0.0):
         with np.errstate(divide="ignore", invalid="ignore"):
             new = xa - np.where(df != 0, f / df, np.inf)
         bisect = ~((new > lo[active]) & (new < hi[active]))
-        new = np.where(bisect, 0.5 * (lo[active] + hi[active]), new)
+        a, b = lo[active], hi[active]
+        # a bracket spanning decades (q* ~ 1e-40 from Q_MIN and hi ~ 1) is halved in log scale
+        mid = np.where((a > 0) & (b > 4 * a), np.sqrt(a * np.maximum(b, a)), 0.5 * (a + b))
+        new = np.where(bisect, mid, new)
         size = np.maximum(scale, np.abs(new))  # scale 0: q* = 1e-12 as accurate as q* = 1
         done = ((~bisect & (np.abs(new - xa) <= tol * size))
                 | (hi[active] - lo[active] <= 4e-16 * size) | (f == 0))
@@ -96,9 +108,9 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
     lo = sb.copy()
     # q = 0 is a fixed point at sigma_b^2 = 0 if phi(0) = 0 (every noise layer has g = 0 there)
     origin = np.flatnonzero(sb == 0) if act.phi(np.zeros(1))[0] == 0 else np.zeros(0, int)
-    if origin.size:  # the slope there is the q -> 0 limit (kernels evaluate it at Q_MIN)
+    if origin.size:  # the slope there: the q -> 0 limit (inf for Sparseout with s < 2)
         start = _leave_origin(F, origin, sw[origin] * nz.take(origin).second_moment_slope(
-            act, np.full(origin.size, Q_MIN)) - 1)
+            act, np.zeros(origin.size)) - 1)
         q_out[origin[start == 0]] = 0.0
         lo[origin] = start
     todo = np.flatnonzero(np.isnan(q_out))
@@ -129,16 +141,20 @@ def _leave_origin(F, idx, slope_minus_one):
     """Where the fixed point q = 0 (sigma_b^2 = 0) attracts: 0 there, else a q > 0 with F(q) > 0.
 
     ``slope_minus_one`` is chi_q(0) - 1. Below -MARGINAL_RTOL the origin attracts, above
-    +MARGINAL_RTOL it repels (F > 0 on (0, q*), so Q_MIN starts the bracket). In between, the sign
-    of F(q) at the first of the probes 1e-8, 1e-6, ..., 1e12 where |F| exceeds PROBE_RTOL q
-    decides; none (an exactly linear map) means q* = 0.
+    +MARGINAL_RTOL it repels: F > 0 on (0, q*), and the bracket starts at the first of Q_MIN,
+    1e-10 Q_MIN, ... (down to 1e-300) where F > 0 shows (Sparseout: q* ~ sigma_w^(4/(2-s)) can
+    be far below Q_MIN). In between, the sign of F(q) at the first of the probes 1e-8, 1e-6,
+    ..., 1e12 where |F| exceeds PROBE_RTOL q decides; none (an exactly linear map) means q* = 0.
     """
     start = np.zeros(idx.size)
     repel = np.flatnonzero(slope_minus_one > MARGINAL_RTOL)
-    clear = F(np.full(repel.size, Q_MIN), idx[repel]) > 0
-    start[repel[clear]] = Q_MIN
-    open_ = np.flatnonzero(slope_minus_one >= -MARGINAL_RTOL)
-    open_ = np.setdiff1d(open_, repel[clear])
+    for lo in Q_MIN * 1e-10 ** np.arange(29):
+        if repel.size == 0:
+            break
+        clear = F(np.full(repel.size, lo), idx[repel]) > 0
+        start[repel[clear]] = lo
+        repel = repel[~clear]
+    open_ = np.flatnonzero((slope_minus_one >= -MARGINAL_RTOL) & (start == 0))
     for qp in _PROBES:
         if open_.size == 0:
             break

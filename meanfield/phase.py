@@ -8,7 +8,7 @@ from numpy.polynomial.chebyshev import chebvander
 
 from . import kernels
 from .depth_scales import MeanFieldResult, analyze_params
-from .fixed_points import solve_q_star
+from .fixed_points import origin_limit, solve_q_star
 from .gauss import RTOL
 from .kernels import Q_MIN
 from .maps import SIGMA_B2, SIGMA_W2, chunk_slices, params, per_chunk
@@ -73,7 +73,7 @@ def _log_chi(p, x, idx):
     q = solve_q_star(pp, on_missing="nan")
     ok = np.isfinite(q)
     if np.any(ok):
-        chi = pp.sigma_w2[ok] * nz.take(ok).deriv_second_moment(p.act, np.maximum(q[ok], Q_MIN))
+        chi = pp.sigma_w2[ok] * nz.take(ok).deriv_second_moment(p.act, origin_limit(q[ok]))
         with np.errstate(divide="ignore"):
             out[ok] = np.log(chi)
     return out

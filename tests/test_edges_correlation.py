@@ -1,8 +1,8 @@
 """Correlations stay correlations (issue 12, part 3): c-map outputs lie in [-1, 1], inputs within
 rounding of +-1 are accepted, clearly invalid ones are refused naming c."""
-import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import meanfield as mf
 import meanfield.kwinners as kw

@@ -6,13 +6,14 @@ mpmath, or from scipy quad (tests/_quadref.py); never from the code under test.
 import math
 import warnings
 
+import _quadref as ref
 import mpmath as mp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import meanfield as mf
-import _quadref as ref
 
 fast = settings(max_examples=25, deadline=None)
 
@@ -21,7 +22,7 @@ def relu_c_star(keep):
     """Root in (0, 1) of c = keep (sqrt(1 - c^2) + (pi - arccos c) c) / pi, by mpmath."""
     mp.mp.dps = 30
     k = mp.mpf(keep)
-    f = lambda c: k * (mp.sqrt(1 - c * c) + (mp.pi - mp.acos(c)) * c) / mp.pi - c  # noqa: E731
+    f = lambda c: k * (mp.sqrt(1 - c * c) + (mp.pi - mp.acos(c)) * c) / mp.pi - c
     return float(mp.findroot(f, (mp.mpf(0), 1 - mp.mpf(10) ** -25), solver="illinois"))
 
 
@@ -201,10 +202,22 @@ def test_critical_line_issue_values():
     np.testing.assert_allclose(mf.critical_sigma_w2("gelu", [0.0, 0.0], 0.9), 3.6, rtol=4e-16)
 
 
-def test_critical_line_sparseout_zero_bias_falls_back_to_the_bracket():
-    # s < 2: the origin always repels (E[g^2] ~ q^(s/2)), so q* > 0 and chi_1 = 1 is solved for
-    sw = float(mf.critical_sigma_w2("tanh", 0.0, 0.8, noise="sparseout", s=1.5))
-    assert float(mf.chi_1("tanh", sw, 0.0, 0.8, noise="sparseout", s=1.5)) == pytest.approx(1.0, abs=1e-11)
+@pytest.mark.parametrize("s", [1.2, 1.5, 1.9])
+@pytest.mark.parametrize("backward,c_s", [("true", None), ("code", 1.0)])
+def test_sparseout_at_zero_bias_and_tiny_weights(s, backward, c_s):
+    # s < 2: E[g^2] ~ sw r E|phi'(0) z|^s q^(s/2) near 0, so the origin repels for every sw > 0
+    # and q* ~ (sw r E|z|^s)^(2/(2-s)) (1e-40 and below); at q* the gradient factor tends to
+    # chi_1 -> c_s^2 E|z|^(s-2) / E|z|^s = c_s^2 / (s - 1) > 1 as sw -> 0: no critical line
+    c_s = s / 2 if c_s is None else c_s
+    keep = 0.8
+    m = lambda t: 2 ** (t / 2) * math.gamma((t + 1) / 2) / math.sqrt(math.pi)  # noqa: E731  E|z|^t
+    for sw in (1e-6, 1e-9):
+        r = mf.analyze("tanh", sw, 0.0, keep, noise="sparseout", s=s, backward=backward)
+        q = (sw * (1 - keep) / keep * m(s)) ** (2 / (2 - s))
+        assert float(r.q_star) == pytest.approx(q, rel=1e-4)
+        assert float(r.chi_1) == pytest.approx(c_s ** 2 * m(s - 2) / m(s), rel=1e-4)
+    assert np.isnan(mf.critical_sigma_w2("tanh", 0.0, keep, noise="sparseout", s=s,
+                                         backward=backward, on_missing="nan"))
 
 
 # --- empty parameter arrays -----------------------------------------------------------------

@@ -6,13 +6,13 @@ toolkit subtracts the singular part instead). s <= 1: chi_1 = +inf at every entr
 """
 import math
 
+import _quadref as ref
 import mpmath as mp
 import numpy as np
 import pytest
 from scipy.special import gamma
 
 import meanfield as mf
-import _quadref as ref
 
 mp.mp.dps = 25
 ALL = ["tanh", "relu", "hard_tanh", "erf", "gelu", "silu", "sigmoid"]
@@ -33,7 +33,7 @@ def mp_power_moment(name, q, p):
         return dphi(x) ** 2 * abs(phi(x) / x) ** p * mp.npdf(x, 0, s)
     top = (12 * s) ** (p + 1)
     pts = [0, top] if name != "hard_tanh" else [0, 1, top]
-    return sum(mp.quad(lambda t: h(sg * t ** (1 / (p + 1))), pts) / (p + 1) for sg in (1, -1))
+    return sum(mp.quad(lambda t, sg=sg: h(sg * t ** (1 / (p + 1))), pts) / (p + 1) for sg in (1, -1))
 
 
 def kappa(s):

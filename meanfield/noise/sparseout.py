@@ -113,9 +113,15 @@ class Sparseout(NoiseLayer):
         return expect(self._m2(act, keep), q, kinks=self._kinks(act))
 
     def second_moment_slope(self, act, q):
-        q, keep = np.broadcast_arrays(np.maximum(np.asarray(q, float), kernels.Q_MIN),
-                                      np.asarray(self.keep, float))
-        return expect(kernels.stein(self._m2(act, keep), q), q, kinks=self._kinks(act))
+        """dE[g^2]/dq; at q = 0 the exact limit, +inf for s < 2 (keep < 1) when phi(0) = 0 with
+        phi'(0) != 0: E[r |phi|^s] ~ q^(s/2) there, so the origin always repels."""
+        q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(self.keep, float))
+        qp = np.where(q == 0, kernels.Q_MIN, q)
+        out = expect(kernels.stein(self._m2(act, keep), qp), qp, kinks=self._kinks(act))
+        at_zero = [z for z in _zero_slopes(act) if z[0] == 0 and (z[1] > 0 or z[2] > 0)]
+        if self.s < 2 and at_zero:
+            out = np.where((q == 0) & (keep < 1), np.inf, out)
+        return out
 
     def deriv_second_moment(self, act, q):
         """E[phi'^2] + c_s^2 r J_(s-2)(q) (module docstring); +inf for s <= 1 when phi has a
@@ -237,7 +243,7 @@ def power_moment(act, q, p):
     ----------
     act : Activation
     q : array_like
-        Variances (q = 0 means the limit q -> 0, evaluated at Q_MIN).
+        Variances (q = 0 stands for the limit q -> 0, evaluated at Q_MIN).
     p : float
         Exponent; p <= -1 gives +inf where phi has a zero with phi' != 0 on a side; for
         -1 < p < 0 the singular part at each zero is subtracted in closed form (module docstring).
@@ -247,7 +253,8 @@ def power_moment(act, q, p):
     ndarray
         J_p, shaped like q.
     """
-    q = np.maximum(np.asarray(q, float), kernels.Q_MIN)
+    q = np.asarray(q, float)
+    q = np.where(q == 0, kernels.Q_MIN, q)
     # A_+- = |phi'(x0+-)|^(2+p) at the zeros where the integrand is singular
     zeros = [(x0, am ** (2 + p), ap ** (2 + p)) for x0, am, ap in _zero_slopes(act)
              if am > 0 or ap > 0] if p < 0 else []
