@@ -13,16 +13,28 @@ At variance q (and correlation c for pairs), x ~ N(0, q), (u1, u2) ~ N(0, q [[1,
 =========  =====================================================
 
 Noise layers (:mod:`meanfield.noise`) build every mean-field moment from these (docs/THEORY.md
-§2-§4). Anything without a closed form is integrated by :mod:`meanfield.gauss`.
+§2-§4). Anything without a closed form is integrated by :mod:`meanfield.gauss`, told the
+activation's structure so that the cost does not grow with q.
+
+Pair kernels of a smooth activation at moderate q come from Mehler's formula instead: with
+a_n = E[f(sqrt(q) z) He_n(z)] / sqrt(n!), E[f(u1) f(u2)] = sum_n a_n^2 c^n for every c in [-1, 1].
+The coefficients are computed once per (activation, q) by the trapezoid rule on a fine z-grid
+that resolves f, and truncated where the Parseval tail E[f^2] - sum a_n^2 falls below 1e-14 E[f^2]
+(the truncation error at any |c| <= 1 is at most that tail); fixed-point solvers then evaluate
+K(c) and Kd(c) at many c for the price of a polynomial. They are kept in a bounded cache
+(:func:`clear_cache`).
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import numpy as np
 
 from .activations import Activation
-from .gauss import RTOL, expect, expect_pair
+from .gauss import RTOL, Z_MAX, expect, expect_pair
 
-__all__ = ["Q_MIN", "KEYS", "PAIR_KEYS", "moments", "moment", "pair", "stein", "by_scale"]
+__all__ = ["Q_MIN", "KEYS", "PAIR_KEYS", "moments", "moment", "pair", "stein", "by_scale",
+           "clear_cache"]
 
 Q_MIN = 1e-20  # q = 0 stands for the q -> 0 limit, evaluated here (relative error ~1e-20)
 KEYS = ("A2", "dA2", "D2", "PD")
@@ -38,8 +50,9 @@ def stein(fn, q):
     return lambda x: fn(x) * (x * x / q[..., None] - 1) / (2 * q[..., None])
 
 
-def by_scale(fn, q, *more):
-    """Apply fn to groups of points whose sqrt(q) agree within a factor 2, then reassemble.
+def by_scale(fn, q, *more, key=None):
+    """Apply fn to groups of points whose sqrt(q) agree within a factor 2 (and whose integer
+    ``key`` agrees, if given), then reassemble.
 
     The trapezoid step of a batch is set by its widest Gaussian, so mixing q = 0.01 and q = 5
     would integrate every point with the step the widest one needs.
@@ -48,6 +61,8 @@ def by_scale(fn, q, *more):
     more = [np.broadcast_to(m, q.shape) for m in more]
     flat = q.ravel()
     bins = np.floor(np.log2(np.maximum(flat, 1e-300)) / 2)
+    if key is not None:
+        bins = bins * 4 + np.broadcast_to(key, q.shape).ravel()
     outs = None
     for b in np.unique(bins):
         idx = np.flatnonzero(bins == b)
@@ -60,8 +75,25 @@ def by_scale(fn, q, *more):
     return [o.reshape(q.shape) for o in outs]
 
 
+def _tail_square(act):
+    """(x -> asymptote(x)^2, d/dq E[asymptote^2], analytic at 0) for an activation with tails."""
+    (al, bl), (ar, br) = act.tails
+
+    def sq(x):
+        return np.where(x < 0, (al + bl * x) ** 2, (ar + br * x) ** 2)
+
+    def slope(q):  # E[(a + b x)^2; x > 0] = a^2/2 + 2ab sqrt(q/2pi) + b^2 q/2, and x < 0
+        return (ar * br - al * bl) / np.sqrt(2 * np.pi * q) + (bl * bl + br * br) / 2
+    return sq, slope, (al, bl) == (ar, br)
+
+
 def moments(act: Activation, keys, q):
     """One-variable kernels ``keys`` (subset of ``KEYS``) at variance q, stacked in one pass.
+
+    dA2 is the Gaussian mean of (phi^2)(x) (x^2/q - 1)/(2q) (Stein; no derivatives, kinks
+    allowed). For a bounded phi at large q that mean is O(q^-1.5) out of O(1/q) terms, so where
+    the Gaussian reaches past the activation's width the asymptote's square, whose slope is
+    known in closed form, is subtracted first (then the integrand decays outside the width).
 
     Parameters
     ----------
@@ -82,12 +114,22 @@ def moments(act: Activation, keys, q):
         phi, dphi = act.phi, act.dphi
 
         def one(qg):
+            kinks = act.kinks
+            sq2 = lambda x: phi(x) ** 2  # noqa: E731
+            slope = 0.0
+            if "dA2" in missing and act.tails is not None and Z_MAX * np.sqrt(qg.max()) > act.width:
+                tail_sq, tail_slope, analytic = _tail_square(act)
+                sq2 = lambda x: phi(x) ** 2 - tail_sq(x)  # noqa: E731
+                slope = tail_slope(qg)
+                kinks = kinks if analytic else tuple(sorted(set(kinks) | {0.0}))
             parts = {"A2": lambda x: phi(x) ** 2, "D2": lambda x: dphi(x) ** 2,
-                     "PD": lambda x: (phi(x) * dphi(x)) ** 2,
-                     "dA2": stein(lambda x: phi(x) ** 2, qg)}
+                     "PD": lambda x: (phi(x) * dphi(x)) ** 2, "dA2": stein(sq2, qg)}
             fns = [parts[k] for k in missing]
-            return list(expect(lambda x: np.stack([fn(x) for fn in fns]), qg,
-                               kinks=act.kinks, strip=act.strip))
+            vals = list(expect(lambda x: np.stack([fn(x) for fn in fns]), qg, kinks=kinks,
+                               scale=act.scale, width=act.width))
+            if "dA2" in missing:
+                vals[missing.index("dA2")] = vals[missing.index("dA2")] + slope
+            return vals
         out.update(zip(missing, one(q) if q.ndim == 0 else by_scale(one, q)))
     return [out[k] for k in keys]
 
@@ -97,6 +139,108 @@ def moment(act: Activation, key: str, q):
     return moments(act, (key,), q)[0]
 
 
+def _pair_functions(act):
+    return {"K": act.phi, "Kd": act.dphi, "PK": lambda x: act.phi(x) * act.dphi(x)}
+
+
+# ------------------------------------------------------------------------------ Mehler series
+_H_STEP = 1.0 / 16  # z-grid of the coefficient integrals (resolves He_n up to n = 1024)
+_H_Z = 13.0  # |f He_n pdf| / sqrt(n!) <= |f| e^(-z^2/4): 1e-18 |f| beyond 13
+_H_N = (256, 1024)  # orders tried
+_H_TAIL = 1e-14  # accepted Parseval tail, relative to E[f^2]
+_SERIES_SD = 2 * np.pi / (np.log(1e6) + np.log(1 / RTOL)) / _H_STEP  # sd <= this * scale
+_CACHE_FLOATS = 4_000_000  # 32 MB of coefficients at most
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = [0]
+_BASIS: dict = {}
+
+
+def clear_cache():
+    """Forget the cached Mehler coefficients (benchmarks time cold runs)."""
+    _CACHE.clear()
+    _CACHE_SIZE[0] = 0
+
+
+def _hermite_basis():
+    """z grid and the matrix h pdf(z_j) He_n(z_j) / sqrt(n!) (n < 1024), built once (3.4 MB)."""
+    if not _BASIS:
+        z = np.arange(-_H_Z, _H_Z + _H_STEP / 2, _H_STEP)
+        w = _H_STEP * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+        P = np.empty((_H_N[-1], z.size))
+        P[0], P[1] = 1.0, z
+        for n in range(1, _H_N[-1] - 1):  # normalised recurrence: He_n / sqrt(n!) stays O(e^(z^2/4))
+            P[n + 1] = (z * P[n] - np.sqrt(n) * P[n - 1]) / np.sqrt(n + 1)
+        _BASIS.update(z=z, w=w, W=P * w)
+    return _BASIS
+
+
+def _series_coefficients(fn, sd):
+    """a_n^2 (trimmed at the Parseval tail) for each standard deviation in ``sd`` (1-D), or None
+    where 1024 terms do not reach the tail tolerance."""
+    b = _hermite_basis()
+    out = [None] * sd.size
+    for lo in range(0, sd.size, 256):  # 256 rows x 1024 terms: 2 MB
+        rows = np.arange(lo, min(sd.size, lo + 256))
+        F = fn(sd[rows, None] * b["z"])
+        ef2 = (F * F) @ b["w"]
+        todo = np.arange(rows.size)
+        for n in _H_N:
+            if todo.size == 0:
+                break
+            a2 = (F[todo] @ b["W"][:n].T) ** 2
+            tail = ef2[todo, None] - np.cumsum(a2, axis=1)
+            ok = tail <= _H_TAIL * ef2[todo, None]
+            done = ok[:, -1]
+            first = np.argmax(ok, axis=1)
+            for i in np.flatnonzero(done):
+                out[rows[todo[i]]] = a2[i, :first[i] + 1].copy()
+            todo = todo[~done]
+    return out
+
+
+def _series(act, key, q):
+    """Cached a_n^2 for each q (1-D); None where the series is not used."""
+    fn = _pair_functions(act)[key]
+    res = [_CACHE.get((act, key, v)) for v in q.tolist()]
+    for r, v in zip(res, q.tolist()):
+        if r is not None:
+            _CACHE.move_to_end((act, key, v))
+    miss = [i for i, r in enumerate(res) if r is None]
+    if miss:
+        uq, inv = np.unique(q[miss], return_inverse=True)
+        coef = _series_coefficients(fn, np.sqrt(uq))
+        for i, j in zip(miss, inv):
+            res[i] = coef[j]
+        for v, a in zip(uq.tolist(), coef):
+            if a is None:
+                continue
+            _CACHE[(act, key, v)] = a
+            _CACHE_SIZE[0] += a.size
+        while _CACHE_SIZE[0] > _CACHE_FLOATS:
+            _CACHE_SIZE[0] -= _CACHE.popitem(last=False)[1].size
+    return res
+
+
+def _series_sum(coefs, c):
+    """sum_n a_n^2 c^n per point (coefs: list of arrays, c: 1-D)."""
+    n = max(a.size for a in coefs)
+    A = np.zeros((len(coefs), n))
+    for i, a in enumerate(coefs):
+        A[i, :a.size] = a
+    powers = np.ones((c.size, n))
+    if n > 1:
+        powers[:, 1:] = np.cumprod(np.broadcast_to(c[:, None], (c.size, n - 1)), axis=1)
+    return np.einsum("ij,ij->i", A, powers)
+
+
+def _series_eligible(act, q):
+    """Points where the coefficient grid resolves phi: smooth phi, sd <= _SERIES_SD * scale."""
+    if act.kinks or not np.isfinite(act.scale):
+        return np.zeros(q.shape, bool)
+    return (q > 0) & (np.sqrt(q) <= _SERIES_SD * act.scale)
+
+
+# ------------------------------------------------------------------------------ pairs
 def pair(act: Activation, keys, q, c, rtol=RTOL):
     """Pair kernels ``keys`` (subset of ``PAIR_KEYS``) at variance q and correlation c.
 
@@ -107,7 +251,8 @@ def pair(act: Activation, keys, q, c, rtol=RTOL):
     q, c : array_like
         Broadcast together (shape S); q >= 0, -1 <= c <= 1.
     rtol : float
-        Relative tolerance of the quadrature (closed forms are exact).
+        Relative tolerance of the quadrature (closed forms and the Mehler series are accurate
+        to ~1e-14 whatever it is).
 
     Returns
     -------
@@ -116,14 +261,32 @@ def pair(act: Activation, keys, q, c, rtol=RTOL):
     q, c = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float))
     missing = [k for k in keys if k not in act.closed]
     out = {k: act.closed[k](q, c) * np.ones_like(q) for k in keys if k in act.closed}
-    if missing:
-        parts = {"K": act.phi, "Kd": act.dphi, "PK": lambda x: act.phi(x) * act.dphi(x)}
-        fns = [parts[k] for k in missing]
+    if not missing:
+        return [out[k] for k in keys]
+    qf, cf = q.ravel(), c.ravel()
+    vals = {k: np.empty(qf.size) for k in missing}
+    left = np.ones(qf.size, bool)
+    series = np.flatnonzero(_series_eligible(act, qf))
+    if series.size:
+        coefs = {k: _series(act, k, qf[series]) for k in missing}
+        ok = np.array([all(coefs[k][i] is not None for k in missing) for i in range(series.size)])
+        for k in missing:
+            vals[k][series[ok]] = _series_sum([a for a, g in zip(coefs[k], ok) if g], cf[series[ok]])
+        left[series[ok]] = False
+    rest = np.flatnonzero(left)
+    if rest.size:
+        fns = [_pair_functions(act)[k] for k in missing]
 
         def stacked(x):
             return np.stack([fn(x) for fn in fns])
 
         def one(qg, cg):
-            return list(expect_pair(stacked, stacked, qg, cg, kinks=act.kinks, rtol=rtol, strip=act.strip))
-        out.update(zip(missing, one(q, c) if q.ndim == 0 else by_scale(one, q, c)))
+            return list(expect_pair(stacked, stacked, qg, cg, rtol=rtol, **act.structure))
+        qr, cr = qf[rest], cf[rest]
+        # points whose inner Gaussian is wide share its nodes (meanfield.gauss); keep them together
+        extent = max(np.max(np.abs(act.kinks), initial=0.0), act.width if np.isfinite(act.scale) else 0.0)
+        wide = (np.sqrt(np.maximum(qr * (1 - cr) * (1 + cr), 0.0)) >= extent / 40).astype(int)
+        for k, v in zip(missing, by_scale(one, qr, cr, key=wide)):
+            vals[k][rest] = v
+    out.update({k: v.reshape(q.shape) for k, v in vals.items()})
     return [out[k] for k in keys]

@@ -1,11 +1,14 @@
 """The :class:`Activation` record, its registry, and user-defined activations.
 
-An activation is a frozen record of numpy callables phi, phi', phi'' plus what the integrators need
-(``kinks``: x where phi' or phi'' jumps; ``zeros``: x where phi changes sign, the kinks of |phi|^s
-in Sparseout; ``strip``: the distance from the real axis of phi's nearest complex singularity, which
-sets the trapezoid rule's step), closed-form Gaussian integrals keyed by name (see
-:mod:`meanfield.kernels`), and its torch twin ``torch_phi`` used by the simulator and the training
-code. Closed forms take the variance q (and correlation c for pairs).
+An activation is a frozen record of numpy callables phi, phi', phi'' plus its *structure*, which
+lets the integrators (:mod:`meanfield.gauss`) work at a cost independent of the variance
+(docs/THEORY.md §9): ``kinks`` (x where phi' or phi'' jumps), ``zeros`` (x where phi changes sign,
+the kinks of |phi|^s in Sparseout), ``scale`` (the length on which phi varies: the distance from
+the real axis of its nearest complex singularity, or where an entire phi turns), ``width`` (phi
+is its asymptote to double precision beyond |x| = width) and ``tails`` (that asymptote, a line on
+each side). Then come closed-form Gaussian integrals keyed by name (see :mod:`meanfield.kernels`)
+and the torch twin ``torch_phi`` used by the simulator and the training code. Closed forms take
+the variance q (and correlation c for pairs).
 """
 from __future__ import annotations
 
@@ -34,8 +37,16 @@ class Activation:
         x positions where phi changes sign (kinks of |phi|^s).
     bounded : bool
         |phi| <= 1 everywhere (gives a bracket for q*).
-    strip : float
-        Half-width of the strip |Im x| < strip where phi is analytic (inf for entire functions).
+    scale : float
+        Length (x units) on which phi varies inside |x| <= width: half-width of the strip
+        |Im x| < scale where phi is analytic and of moderate size (tanh: pi/2, its poles; an
+        entire phi: where it turns). inf for a piecewise-linear phi (all structure in ``kinks``).
+    width : float
+        Beyond |x| = width, phi equals ``tails`` to double precision (tanh: 20); inf if unknown
+        (then the cost of an integral grows with the variance, and a huge variance is refused).
+    tails : tuple or None
+        ((a_left, b_left), (a_right, b_right)): phi -> a + b x for x -> -inf and +inf. Used to keep
+        d/dq E[phi^2] accurate at large variance (:mod:`meanfield.kernels`). None if unknown.
     closed : mapping
         Closed-form Gaussian integrals by key (``A2``, ``dA2``, ``D2``, ``PD``, ``K``, ``Kd``,
         ``PK``; :mod:`meanfield.kernels`).
@@ -54,12 +65,23 @@ class Activation:
     kinks: tuple[float, ...] = ()
     zeros: tuple[float, ...] = ()
     bounded: bool = False
-    strip: float = np.inf
+    scale: float = 1.0
+    width: float = np.inf
+    tails: tuple | None = None
     closed: Mapping[str, Callable] = field(default_factory=dict, compare=False, hash=False)
     torch_phi: Callable | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "closed", MappingProxyType(dict(self.closed)))
+        if not (self.scale > 0 and self.width >= 0):
+            raise ValueError(f"activation {self.name!r}: scale must be > 0 and width >= 0, got "
+                             f"scale={self.scale!r}, width={self.width!r}")
+
+    @property
+    def structure(self):
+        """Keyword arguments describing phi to :func:`meanfield.gauss.expect` (and its derivatives:
+        phi' and phi phi' share phi's kinks, scale and width)."""
+        return {"kinks": self.kinks, "scale": self.scale, "width": self.width}
 
     def __repr__(self):
         return f"Activation({self.name!r})"
@@ -78,7 +100,8 @@ class Activation:
         return self.torch_phi(x)
 
     @classmethod
-    def from_sympy(cls, expr, symbol=None, name=None, *, kinks=(), zeros=None, bounded=False):
+    def from_sympy(cls, expr, symbol=None, name=None, *, kinks=(), zeros=None, bounded=False,
+                   scale=1.0, width=np.inf, tails=None):
         """An activation from a sympy expression in one symbol: exact derivatives, and a torch twin.
 
         Parameters
@@ -89,7 +112,9 @@ class Activation:
             The variable (default: the expression's only free symbol).
         name : str, optional
             Defaults to ``str(expr)``.
-        kinks, bounded : see :class:`Activation`.
+        kinks, bounded, scale, width, tails : see :class:`Activation`.
+            The defaults (scale 1, width inf) are safe for moderate variances; declare width and
+            tails for integrals whose cost does not grow with the variance.
         zeros : tuple of float, optional
             Defaults to the real roots sympy finds (used only by Sparseout's |phi|^s).
 
@@ -118,17 +143,20 @@ class Activation:
         texpr = expr.rewrite(sp.Piecewise).replace(lambda e: e.is_number and not e.is_Atom,
                                                    lambda e: e.evalf(20))
         return cls(name or str(expr), *fns, kinks=tuple(kinks), zeros=tuple(zeros), bounded=bounded,
+                   scale=scale, width=width, tails=tails,
                    torch_phi=_torch_vectorised(sp.lambdify(symbol, texpr, modules="torch")))
 
     @classmethod
     def from_callables(cls, name, phi, dphi, d2phi, *, kinks=(), zeros=(), bounded=False,
-                       torch_phi=None):
-        """An activation from numpy callables phi, phi', phi'' (you vouch for them).
+                       scale=1.0, width=np.inf, tails=None, torch_phi=None):
+        """An activation from numpy callables phi, phi', phi'' (you vouch for them, and for the
+        structure ``kinks``, ``scale``, ``width``, ``tails``: see :class:`Activation`).
 
         ``torch_phi`` (phi on torch tensors) is needed only to simulate or train with it.
         """
         return cls(name, _vectorised(phi), _vectorised(dphi), _vectorised(d2phi),
-                   kinks=tuple(kinks), zeros=tuple(zeros), bounded=bounded, torch_phi=torch_phi)
+                   kinks=tuple(kinks), zeros=tuple(zeros), bounded=bounded, scale=scale,
+                   width=width, tails=tails, torch_phi=torch_phi)
 
 
 def _vectorised(fn):

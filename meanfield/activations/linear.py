@@ -8,7 +8,8 @@ def linear() -> Activation:
     """The identity activation (THEORY §4's linear check: Huang et al.'s closed forms)."""
     one = np.ones_like
     return Activation(
-        "linear", lambda x: np.asarray(x, float), one, np.zeros_like, zeros=(0.0,),
+        "linear", lambda x: np.asarray(x, float), one, np.zeros_like, zeros=(0.0,), scale=np.inf,
+        width=0.0, tails=((0.0, 1.0), (0.0, 1.0)),
         closed={"A2": lambda q: q, "dA2": one, "D2": one, "PD": lambda q: q,
                 "K": lambda q, c: q * c, "Kd": lambda q, c: np.ones_like(q * c),
                 "PK": lambda q, c: q * c},

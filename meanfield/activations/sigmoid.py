@@ -1,4 +1,5 @@
-"""Logistic sigmoid: analytic in the strip |Im x| < pi."""
+"""Logistic sigmoid: analytic in the strip |Im x| < pi; 0 or 1 to double precision beyond |x| = 40
+(e^-40 = 4e-18)."""
 import numpy as np
 
 from ..special import expit
@@ -20,7 +21,8 @@ def _torch_sigmoid(x):
 
 def sigmoid() -> Activation:
     """1 / (1 + exp(-x))."""
-    return Activation("sigmoid", expit, _d1, _d2, bounded=True, strip=np.pi, torch_phi=_torch_sigmoid)
+    return Activation("sigmoid", expit, _d1, _d2, bounded=True, scale=np.pi, width=40.0,
+                      tails=((0.0, 0.0), (1.0, 0.0)), torch_phi=_torch_sigmoid)
 
 
 register_activation("sigmoid", sigmoid)
