@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,12 +33,12 @@ from meanfield.noise.base import UNITS
 from .models import (
     MASK_BLOCK,
     MASK_SEED_OFFSET,
+    Evaluator,
     MinibatchStream,
     NetConfig,
     TrainConfig,
     TrainResult,
-    _as_tensors,
-    evaluate,
+    as_tensors,
     init_params,
     make_optimizer,
 )
@@ -112,14 +111,20 @@ class EnsembleMLP(torch.nn.Module):
 def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainConfig, dataset,
                    dtype=torch.float32, device="cpu") -> list[TrainResult]:
     """Train all members together; returns one ``TrainResult`` per member (wall time is shared
-    equally)."""
+    equally), with its evaluations at ``tcfg.checkpoints``.
+
+    On CUDA the loop never waits for the device inside a step: the per-step losses stay on the
+    device until the end, and only checkpoints copy metrics to the host.
+    """
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = _as_tensors(dataset, tcfg, dtype, device)
+    tensors = as_tensors(dataset, tcfg, dtype, device)
+    xtr, ytr = tensors[:2]
     model = EnsembleMLP(cfgs, seeds, dtype, device)
     m = model.n_members
     opt = make_optimizer(model.parameters(), tcfg)
     stream = MinibatchStream(len(xtr), tcfg.batch_size, tcfg.data_seed)
-    losses = np.empty((tcfg.steps, m))
+    ckpt = Evaluator(tcfg, stream, tensors, t0)
+    losses = torch.empty((tcfg.steps, m), dtype=torch.float64, device=xtr.device)
     model.train()
     for t in range(tcfg.steps):
         idx = torch.as_tensor(stream.next(), device=xtr.device)
@@ -130,13 +135,6 @@ def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainC
         opt.zero_grad(set_to_none=True)
         per.sum().backward()
         opt.step()
-        losses[t] = per.detach().cpu().numpy()
-    train_acc = (logits.detach().argmax(-1) == yb).double().mean(1).cpu().numpy()
-    model.eval()
-    ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size], device=xtr.device)
-    eval_acc, eval_loss = evaluate(model, xtr[ev], ytr[ev])
-    test_acc, _ = evaluate(model, xte, yte)
-    wall = (time.perf_counter() - t0) / m
-    return [TrainResult(float(train_acc[i]), float(losses[-1, i]), float(eval_acc[i]),
-                        float(eval_loss[i]), float(test_acc[i]), losses[:, i].copy(), wall)
-            for i in range(m)]
+        losses[t] = per.detach()
+        ckpt.record(t + 1, model, logits, yb, losses[t])
+    return ckpt.results(losses.cpu().numpy(), m)

@@ -33,7 +33,10 @@ Reproducibility contract (what lets ``experiments.ensemble`` match a network tra
 - minibatches come from ``MinibatchStream(n, batch, data_seed)``: one stream shared by all networks.
 
 ``train_network`` trains one network with ``torch.optim`` (SGD or RMSprop, PyTorch defaults apart
-from the learning rate) on the cross-entropy loss and returns a ``TrainResult``.
+from the learning rate) on the cross-entropy loss and returns a ``TrainResult``. Checkpoints
+(``TrainConfig.checkpoints``, and always the last step) evaluate the network in eval mode (no
+noise, no gradient, no random draws), so a run evaluated at step T holds exactly the metrics of the
+same network trained for T steps (``tests/test_trainability_checkpoints.py``).
 """
 from __future__ import annotations
 
@@ -50,8 +53,9 @@ from meanfield.nn import draws, masked_linear, unit_noise
 from meanfield.noise import NoiseLayer, NoNoise, noise_from_spec
 from meanfield.noise.base import UNITS
 
-__all__ = ["NetConfig", "TrainConfig", "TrainResult", "MinibatchStream", "init_params", "DeepMLP",
-           "train_network", "evaluate", "MASK_SEED_OFFSET", "MASK_BLOCK"]
+__all__ = ["NetConfig", "TrainConfig", "TrainResult", "Checkpoint", "MinibatchStream", "init_params",
+           "DeepMLP", "train_network", "evaluate", "as_tensors", "make_optimizer", "MASK_SEED_OFFSET",
+           "MASK_BLOCK", "INITS", "OPTIMIZERS"]
 
 MASK_SEED_OFFSET = 1_000_003
 MASK_BLOCK = 8
@@ -116,6 +120,7 @@ class TrainConfig:
     data_seed: int = 0
     eval_size: int = 1000      # fixed evaluation batch: first eval_size images of the stream's permutation
     test_size: int | None = None   # None: the whole test set
+    checkpoints: tuple[int, ...] = ()  # steps (in 1..steps) evaluated besides the last one
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -127,11 +132,32 @@ class TrainConfig:
         _check_positive_int("eval_size", self.eval_size)
         if self.test_size is not None:
             _check_positive_int("test_size", self.test_size)
+        cps = tuple(self.checkpoints)
+        for t in cps:
+            _check_positive_int("checkpoints", t)
+        if any(t > self.steps for t in cps):
+            raise ValueError(f"checkpoints must lie in 1..steps = {self.steps}, got {cps}")
+        object.__setattr__(self, "checkpoints", tuple(sorted(set(cps) | {self.steps})))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Metrics of one network after ``steps`` training steps (meanings as in ``TrainResult``;
+    ``wall_time``: seconds from the start of training, shared equally by ensemble members)."""
+
+    steps: int
+    train_acc_last: float
+    train_loss_last: float
+    eval_acc: float
+    eval_loss: float
+    test_acc: float
+    wall_time: float
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Final metrics of one trained network; ``losses`` is the per-step training loss."""
+    """Final metrics of one trained network; ``losses`` is the per-step training loss and
+    ``checkpoints`` the evaluations at ``TrainConfig.checkpoints`` (the last one is the final)."""
 
     train_acc_last: float   # last training minibatch, with its dropout masks (the papers' metric)
     train_loss_last: float
@@ -140,6 +166,7 @@ class TrainResult:
     test_acc: float         # test set (or its first test_size images), no dropout
     losses: np.ndarray = field(repr=False)
     wall_time: float = 0.0
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 class MinibatchStream:
@@ -241,7 +268,8 @@ def evaluate(forward, x: torch.Tensor, y: torch.Tensor, chunk: int = 2000) -> tu
     return (np.asarray((correct / len(x)).cpu()), np.asarray((loss / len(x)).cpu()))
 
 
-def _as_tensors(dataset, tcfg: TrainConfig, dtype, device="cpu"):
+def as_tensors(dataset, tcfg: TrainConfig, dtype, device="cpu"):
+    """(x_train, y_train, x_test, y_test) tensors on ``device``, the test set cut at ``test_size``."""
     xtr = torch.as_tensor(dataset.x_train).to(device, dtype)
     ytr = torch.as_tensor(dataset.y_train).to(device)
     n_test = len(dataset.x_test) if tcfg.test_size is None else min(tcfg.test_size, len(dataset.x_test))
@@ -250,15 +278,58 @@ def _as_tensors(dataset, tcfg: TrainConfig, dtype, device="cpu"):
     return xtr, ytr, xte, yte
 
 
+class Evaluator:
+    """Checkpoint evaluation shared by ``train_network`` and the batched ensemble.
+
+    ``record(t, model, logits, yb, loss)`` after training step ``t`` (1-based) evaluates ``model``
+    (in eval mode, then back to training mode) when ``t`` is a checkpoint of ``tcfg``: accuracy of
+    the last minibatch's ``logits`` (..., B, C) against ``yb``, the training ``loss`` (shape (...)),
+    and accuracy / loss on the fixed evaluation batch and the test set, per member.
+    ``results(losses, m)`` turns the records into one ``TrainResult`` per member.
+    """
+
+    def __init__(self, tcfg: TrainConfig, stream: MinibatchStream, tensors, t0: float):
+        self.at = set(tcfg.checkpoints)
+        self.xtr, self.ytr, self.xte, self.yte = tensors
+        self.ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size], device=self.xtr.device)
+        self.t0 = t0
+        self.records = []
+
+    def record(self, t: int, model, logits: torch.Tensor, yb: torch.Tensor, loss: torch.Tensor):
+        if t not in self.at:
+            return
+        train_acc = (logits.detach().argmax(-1) == yb).double().mean(-1).cpu().numpy()
+        model.eval()
+        eval_acc, eval_loss = evaluate(model, self.xtr[self.ev], self.ytr[self.ev])
+        test_acc, _ = evaluate(model, self.xte, self.yte)
+        model.train()
+        self.records.append((t, train_acc, loss.detach().double().cpu().numpy(), eval_acc,
+                             eval_loss, test_acc, time.perf_counter() - self.t0))
+
+    def results(self, losses: np.ndarray, m: int) -> list[TrainResult]:
+        """One result per member; ``losses`` has shape (steps, m)."""
+        out = []
+        for i in range(m):
+            cps = tuple(Checkpoint(t, *(float(np.reshape(v, -1)[i]) for v in vals), wall / m)
+                        for t, *vals, wall in self.records)
+            f = cps[-1]
+            out.append(TrainResult(f.train_acc_last, f.train_loss_last, f.eval_acc, f.eval_loss,
+                                   f.test_acc, losses[:, i].copy(),
+                                   (time.perf_counter() - self.t0) / m, cps))
+        return out
+
+
 def train_network(cfg: NetConfig, tcfg: TrainConfig, dataset, seed: int,
                   dtype=torch.float32, device="cpu") -> TrainResult:
     """Train one ``DeepMLP`` on ``dataset`` (an ``experiments.data.Dataset``)."""
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = _as_tensors(dataset, tcfg, dtype, device)
+    tensors = as_tensors(dataset, tcfg, dtype, device)
+    xtr, ytr = tensors[:2]
     model = DeepMLP(cfg, seed, dtype, device)
     opt = make_optimizer(model.parameters(), tcfg)
     stream = MinibatchStream(len(xtr), tcfg.batch_size, tcfg.data_seed)
-    losses = np.empty(tcfg.steps)
+    ckpt = Evaluator(tcfg, stream, tensors, t0)
+    losses = torch.empty(tcfg.steps, dtype=torch.float64, device=xtr.device)  # no sync per step
     model.train()
     for t in range(tcfg.steps):
         idx = torch.as_tensor(stream.next(), device=xtr.device)
@@ -267,11 +338,6 @@ def train_network(cfg: NetConfig, tcfg: TrainConfig, dataset, seed: int,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses[t] = loss.item()
-    train_acc = (logits.detach().argmax(-1) == ytr[idx]).double().mean().item()
-    model.eval()
-    ev = torch.as_tensor(stream.first_perm[:tcfg.eval_size], device=xtr.device)
-    eval_acc, eval_loss = evaluate(model, xtr[ev], ytr[ev])
-    test_acc, _ = evaluate(model, xte, yte)
-    return TrainResult(train_acc, float(losses[-1]), float(eval_acc), float(eval_loss),
-                       float(test_acc), losses, time.perf_counter() - t0)
+        losses[t] = loss.detach()
+        ckpt.record(t + 1, model, logits, ytr[idx], losses[t])
+    return ckpt.results(losses.cpu().numpy()[:, None], 1)[0]

@@ -55,10 +55,10 @@ def _speed_run_one(depth, lr, sw, keep, proto, data):
     import torch
     import torch.nn.functional as F
     from experiments.ensemble import EnsembleMLP
-    from experiments.models import MinibatchStream, NetConfig, TrainConfig, _as_tensors, evaluate, make_optimizer
+    from experiments.models import MinibatchStream, NetConfig, TrainConfig, as_tensors, evaluate, make_optimizer
     tcfg = TrainConfig(optimizer="sgd", lr=lr, batch_size=proto["batch_size"], steps=proto["steps"],
                        test_size=proto["test_size"])
-    xtr, ytr, xte, yte = _as_tensors(data, tcfg, torch.float32)
+    xtr, ytr, xte, yte = as_tensors(data, tcfg, torch.float32)
     cfgs = [NetConfig(n_in=data.n_features, width=proto["width"], depth=depth, n_out=data.n_classes,
                       activation="tanh", sigma_w2=sw, sigma_b2=SB, noise=mf.Dropout(keep=keep))]
     model = EnsembleMLP(cfgs, [0] * len(cfgs))
