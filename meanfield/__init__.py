@@ -14,15 +14,16 @@ from .depth_scales import (MeanFieldResult, analyze, c_star, chi_1, chi_c, chi_q
 from .fixed_points import NoFixedPointError
 from .gauss import ConvergenceError
 from .maps import c_map, covariance_map, q_map
-from .noise import (NOISE_LAYERS, Dropout, NoiseLayer, NoNoise, Sparseout, make_noise,
-                    noise_from_spec)
+from .noise import (NOISE_LAYERS, DropConnect, Dropout, GaussianNoise, NoiseLayer, NoNoise,
+                    Sparseout, make_noise, noise_from_spec)
 from .phase import PhaseDiagram, critical_sigma_w2, phase_diagram
 
 __all__ = [
     "ACTIVATIONS", "Activation", "erf_activation", "get_activation", "ConvergenceError",
     "MeanFieldResult", "NoFixedPointError", "analyze", "c_map", "c_star", "chi_1", "chi_c", "chi_q",
     "covariance_map", "depth_scale", "gradient_depth_scale", "q_map", "q_star", "NOISE_LAYERS",
-    "NoiseLayer", "NoNoise", "Dropout", "Sparseout", "make_noise", "noise_from_spec",
+    "NoiseLayer", "NoNoise", "Dropout", "Sparseout", "GaussianNoise", "DropConnect", "make_noise",
+    "noise_from_spec",
     "GradientMetrics", "gradient_metrics", "PhaseDiagram", "critical_sigma_w2", "phase_diagram",
 ]
 __version__ = "0.2.0"

@@ -49,7 +49,9 @@ def build_parser():
     p.add_argument("--width", type=integer(2), default=1000, help="simulation width N >= 2")
     p.add_argument("--realisations", type=_realisations, default=100,
                    help="random networks R >= 2 (0: theory only)")
-    p.add_argument("--engine", default="projected", choices=("projected", "dense"))
+    p.add_argument("--engine", default=None, choices=("projected", "dense"),
+                   help="projected (O(RLN), unit noise) or dense (explicit weights); default "
+                        "projected, dense for weight noise such as DropConnect")
     p.add_argument("--gia", action="store_true", help="simulate with fresh backward weights (GIA)")
     p.add_argument("--q0", type=real(0, lo_open=True), help="layer-0 variance > 0 (default: q*)")
     p.add_argument("--c0", type=real(-1, 1), help="layer-0 correlation in [-1, 1] (default: c*)")
@@ -152,6 +154,11 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     noise = noise_from_args(args, parser)
+    if args.engine is None:
+        args.engine = "dense" if noise.acts_on == "weights" else "projected"
+    elif args.engine == "projected" and noise.acts_on == "weights":
+        parser.error(f"argument --engine: {noise.name} noise acts on weights and needs "
+                     "--engine dense")
     _check_device(parser, args)
     try:
         rows, notes = compute_table(args, noise)
