@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
+import meanfield as mf
+from meanfield import simulation as sim
+from meanfield.simulation import simulate_gradients
+
 torch.set_num_threads(2)
-
-import meanfield as mf  # noqa: E402
-from meanfield import simulation as sim  # noqa: E402
-from meanfield.simulation import simulate_gradients  # noqa: E402
 
 SW, SB = 0.5, 0.1
 ZMAX = 4.5
