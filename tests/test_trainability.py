@@ -1,5 +1,6 @@
 """The trainability sweep: smoke preset end to end, resumption after an interruption (in-process
-and by SIGKILL of a real process) with exactly one row per configuration."""
+and by SIGKILL of a real process) with exactly one row per configuration and checkpoint. The data
+must be there (../shared/data): a missing folder fails these tests, it does not skip them."""
 import os
 import signal
 import sqlite3
@@ -14,8 +15,6 @@ from experiments import trainability as tr
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 REPO = Path(__file__).parents[1]
-pytestmark = pytest.mark.skipif(not (SHARED / "mnist").is_dir(),
-                                reason=f"shared data not found at {SHARED}")
 
 
 def _rows(db):
@@ -29,10 +28,13 @@ def test_smoke_preset_runs(tmp_path):
     torch.set_num_threads(1)
     db = tmp_path / "smoke.sqlite"
     assert tr.main(["--preset", "smoke", "--db", str(db), "--data-dir", str(SHARED),
-                    "--threads", "1"]) == 0
+                    "--threads", "1", "--serial"]) == 0
     rows = _rows(db)
-    n = len(tr.PRESETS["smoke"].configs())
+    smoke = tr.PRESETS["smoke"]
+    n = len(smoke.configs()) * len(smoke.budgets)   # one row per network and checkpoint
     assert len(rows) == n == len({r[:len(tr.KEY)] for r in rows})
+    steps = tr.KEY.index("steps")
+    assert sorted({r[steps] for r in rows}) == [10, 20]
     accs = [r[-3:] for r in rows]
     assert all(0.0 <= a <= 1.0 for acc in accs for a in acc)
     # 20 RMSprop steps already lift some shallow network well above chance (0.1)
@@ -42,34 +44,38 @@ def test_smoke_preset_runs(tmp_path):
 def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
     import torch
     torch.set_num_threads(1)
-    sweep = tr.Sweep(datasets=("mnist",), keeps=(1.0, 0.8), depths=(1, 2, 3), sigma_w2s=(1.0, 2.0),
-                     width=8, optimizer="sgd", lr=0.01, batch_size=16, steps=3, eval_size=50,
-                     test_size=100, max_members=3)
+    sweep = tr.Sweep(datasets=("mnist",), noises=("dropout(keep=1.0)", "dropout(keep=0.8)"),
+                     depths=(1, 2, 3), sigma_w2s=(1.0, 2.0), width=8, optimizer="sgd", lr=0.01,
+                     batch_size=16, steps=3, checkpoints=(1,), eval_size=50, test_size=100,
+                     max_members=3)
     db = tmp_path / "r.sqlite"
-    added = tr.run_sweep(sweep, db, data_dir=SHARED, max_ensembles=2, progress=False)
-    assert added == 4 and len(_rows(db)) == 4   # depth 1: one ensemble of 2 members per keep
+    run = dict(data_dir=SHARED, progress=False, engine="serial")
+    rep = tr.run_sweep(sweep, db, max_ensembles=2, **run)
+    # depth 1 first: one ensemble of 2 members per keep, two checkpoint rows per network
+    assert rep.stopped and rep.trained == 4 and rep.added == 8 and len(_rows(db)) == 8
     first = _rows(db)
-    added = tr.run_sweep(sweep, db, data_dir=SHARED, progress=False)
-    assert added == 8
+    rep = tr.run_sweep(sweep, db, **run)
+    assert not rep.stopped and rep.trained == 8 and rep.added == 16
     rows = _rows(db)
-    assert len(rows) == 12 == len({r[:len(tr.KEY)] for r in rows})
+    assert len(rows) == 24 == len({r[:len(tr.KEY)] for r in rows})
     assert set(first) <= set(rows)   # finished rows untouched
-    assert tr.run_sweep(sweep, db, data_dir=SHARED, progress=False) == 0
+    assert tr.run_sweep(sweep, db, **run).added == 0
 
 
 def test_sigkill_midway_then_rerun(tmp_path):
     db = tmp_path / "k.sqlite"
     cmd = [sys.executable, "-m", "experiments.trainability", "--preset", "smoke", "--db", str(db),
            "--data-dir", str(SHARED), "--threads", "1", "--depth", "1,2,3,4,5,6",
-           "--sigma-w2", "1.0,2.0", "--keep", "1.0", "--steps", "30", "--max-members", "1"]
-    n = 12
+           "--sigma-w2", "1.0,2.0", "--keep", "1.0", "--steps", "30", "--max-members", "1",
+           "--serial"]
+    n = 12 * 2   # networks x checkpoints (10, 30)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
             if db.exists():
                 try:
-                    if len(_rows(db)) >= 2:
+                    if len(_rows(db)) >= 4:
                         break
                 except sqlite3.OperationalError:
                     pass
@@ -93,8 +99,12 @@ def test_sigkill_midway_then_rerun(tmp_path):
 
 
 def test_bad_sweep_arguments():
-    with pytest.raises(ValueError, match="keeps"):
-        tr.Sweep(keeps=(1.5,))
-    with pytest.raises(ValueError, match="datasets"):
+    with pytest.raises(ValueError, match=r"noises keep .* must lie in \(0, 1\], got 1.5"):
+        tr.Sweep(noises=("dropout(keep=1.5)",))
+    with pytest.raises(ValueError, match="dataset must be one of mnist, cifar10, got 'svhn'"):
         tr.Sweep(datasets=("svhn",))
-    assert tr.main(["--preset", "smoke", "--keep", "0", "--dry-run"]) == 2
+    with pytest.raises(ValueError, match=r"checkpoints must be below steps = 20"):
+        tr.Sweep(steps=20, checkpoints=(20,))
+    with pytest.raises(SystemExit) as e:
+        tr.main(["--preset", "smoke", "--keep", "0", "--dry-run"])
+    assert e.value.code == 2
