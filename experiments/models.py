@@ -53,14 +53,14 @@ from meanfield.nn import draws, masked_linear, unit_noise
 from meanfield.noise import NoiseLayer, NoNoise, noise_from_spec
 from meanfield.noise.base import UNITS
 
+from .config import INITS, OPTIMIZERS
+
 __all__ = ["NetConfig", "TrainConfig", "TrainResult", "Checkpoint", "MinibatchStream", "init_params",
            "DeepMLP", "train_network", "evaluate", "as_tensors", "make_optimizer", "MASK_SEED_OFFSET",
            "MASK_BLOCK", "INITS", "OPTIMIZERS"]
 
 MASK_SEED_OFFSET = 1_000_003
 MASK_BLOCK = 8
-INITS = ("gaussian", "orthogonal")
-OPTIMIZERS = ("sgd", "rmsprop")
 
 
 def _check_positive_int(name, v):
