@@ -103,3 +103,59 @@ def test_drop_is_one_minus_keep():
     b = mf.analyze("tanh", 1.5, 0.05, drop=0.2)
     assert float(a.xi_c) == pytest.approx(float(b.xi_c), rel=1e-12)
     assert float(a.drop) == pytest.approx(0.2)
+
+
+# --- issue 12: named errors at the edges -----------------------------------------------------
+def test_error_quotes_the_offending_element():
+    with pytest.raises(ValueError, match=r"sigma_w2 .* must be > 0, got -2\.0 \(at index 1\)"):
+        mf.analyze("tanh", [1.0, -2.0], 0.05, 0.9)
+    with pytest.raises(ValueError, match=r"keep .* got 1\.0000001"):
+        mf.q_star("tanh", 1.0, 0.05, 1.0000001)
+
+
+def test_depth_scales_name_their_argument():
+    with pytest.raises(ValueError, match=r"chi \(slope of a forward map at its fixed point\) must lie in \[0, 1\], got 2\.0"):
+        mf.depth_scale(2.0)
+    with pytest.raises(ValueError, match=r"chi .* got -1\.0"):
+        mf.depth_scale(-1)
+    with pytest.raises(ValueError, match=r"chi_1 \(gradient factor per layer\) must be >= 0"):
+        mf.gradient_depth_scale(-0.5)
+
+
+def test_critical_line_and_phase_diagram_arguments():
+    with pytest.raises(ValueError, match="on_missing"):
+        mf.critical_sigma_w2("tanh", 0.05, 0.9, on_missing="skip")
+    with pytest.raises(ValueError, match="tol"):
+        mf.critical_sigma_w2("tanh", 0.05, 0.9, tol=0.0)
+    with pytest.raises(ValueError, match=r"sigma_b2 .* must be >= 0"):
+        mf.critical_sigma_w2("tanh", -0.1, 0.9)
+    with pytest.raises(ValueError, match=r"sigma_w2 .* must be a number"):
+        mf.phase_diagram("tanh", "1:3", [0.05], 0.9)
+    with pytest.raises(ValueError, match=r"sigma_b2 .* must be finite"):
+        mf.phase_diagram("tanh", [1.0], [np.nan], 0.9)
+    with pytest.raises(ValueError, match="n_check"):
+        mf.phase_diagram("tanh", [1.0], [0.05], 0.9, n_check=-1)
+    with pytest.raises(ValueError, match="exact"):
+        mf.phase_diagram("tanh", [1.0], [0.05], 0.9, exact="yes")
+
+
+def test_gradient_metrics_arguments():
+    for depth in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="depth"):
+            mf.gradient_metrics("tanh", 1.5, 0.05, 0.9, depth=depth)
+    with pytest.raises(ValueError, match="method"):
+        mf.gradient_metrics("tanh", 1.5, 0.05, 0.9, method="mc")
+    with pytest.raises(ValueError, match="loss"):
+        mf.gradient_metrics("tanh", 1.5, 0.05, 0.9, loss="l1")
+
+
+def test_kwinners_marginal_and_errors():
+    import meanfield.kwinners as kw
+    f = 0.2
+    crit = kw.forward_critical_sigma_w2(f)
+    for sw in (crit, np.nextafter(crit, np.inf), np.nextafter(crit, -np.inf)):
+        assert kw.q_star(f, sw, 0.0) == 0.0 and np.isinf(kw.xi_q(f, sw))
+    with pytest.raises(mf.NoFixedPointError, match="sigma_w2"):
+        kw.q_star(f, crit, 0.05)
+    with pytest.raises(mf.NoFixedPointError, match="sigma_w2"):
+        kw.xi_q(f, 1.01 * crit)

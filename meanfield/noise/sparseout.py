@@ -128,8 +128,9 @@ class Sparseout(NoiseLayer):
         zero with phi' != 0 there (every built-in activation but sigmoid)."""
         q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(self.keep, float))
         r = (1 - keep) / keep
-        return kernels.moment(act, "D2", q) + np.where(
-            r > 0, self.c_s ** 2 * r * power_moment(act, q, self.s - 2), 0.0)
+        with np.errstate(invalid="ignore"):  # keep = 1 (r = 0): no noise term, even for J = inf
+            return kernels.moment(act, "D2", q) + np.where(
+                r > 0, self.c_s ** 2 * r * power_moment(act, q, self.s - 2), 0.0)
 
     def bounded_second_moment(self):
         return 1.0 / np.asarray(self.keep, float)  # 1 + r at |phi| = 1
@@ -146,7 +147,8 @@ class Sparseout(NoiseLayer):
         out = kernels.moment(act, "PD", q)
         for coef, p in (((1 + c) ** 2 * r + 2 * c * r, s), (2 * c * (1 + c) * m3, 1.5 * s - 1),
                         (c * c * m4, 2 * s - 2)):
-            out = out + np.where(noisy, coef * power_moment(act, q, p), 0.0)
+            with np.errstate(invalid="ignore"):
+                out = out + np.where(noisy, coef * power_moment(act, q, p), 0.0)
         return out
 
     def backprop_source_pair(self, act, q, c):
@@ -166,13 +168,16 @@ class Sparseout(NoiseLayer):
             one, inner = c == 1, np.abs(c) < 1
             if np.any(one):
                 qo, ro = q[one], r[one]
-                out[one] = power_moment(act, qo, 2.0) + np.where(ro > 0, 2 * cs * ro * power_moment(
-                    act, qo, s) + (cs * ro) ** 2 * power_moment(act, qo, 2 * s - 2), 0.0)
+                with np.errstate(invalid="ignore"):  # r = 0 times J = inf
+                    out[one] = power_moment(act, qo, 2.0) + np.where(
+                        ro > 0, 2 * cs * ro * power_moment(act, qo, s)
+                        + (cs * ro) ** 2 * power_moment(act, qo, 2 * s - 2), 0.0)
             if np.any(inner):
                 def psi(x, rr):
                     phi = act.phi(x)
                     return 0.5 * phi * phi + (cs * rr / s) * np.abs(phi) ** s
-                out[inner] = _stein_pair(psi, r[inner], np.maximum(q[inner], kernels.Q_MIN),
+                qi = q[inner]
+                out[inner] = _stein_pair(psi, r[inner], np.where(qi == 0, kernels.Q_MIN, qi),
                                          c[inner], self._kinks(act))
             rest = ~(one | inner)  # c = -1: left to the direct rule
             if np.any(rest):
