@@ -300,6 +300,25 @@ def analyze(activation="tanh", sigma_w2=1.0, sigma_b2=0.05, keep=None, *, noise=
         For invalid parameters (naming them and their valid range).
     NoFixedPointError
         See ``on_missing``.
+    ConvergenceError
+        If a quadrature cannot reach its tolerance (a bug: please report).
+
+    Notes
+    -----
+    Conventions at the edges (docs/THEORY.md §12):
+
+    - sigma_b^2 = 0 with phi(0) = 0: q* = 0 where the origin attracts, including a marginal
+      slope chi_q(0) = 1 (within 16 ulp) with the map on or below the diagonal (tanh at
+      sigma_w^2 = keep; ReLU and linear exactly on their critical line, where every q is
+      fixed). Slopes there are the q -> 0 limits, so chi_q = 1 and xi_q = inf.
+    - At q* = 0, c* is the fixed point of the q -> 0 limit of :func:`~meanfield.maps.c_map`
+      (normalised by the mapped variance): dropout and a smooth phi give c* = 0 with c-map slope
+      keep (``c_slope``), while chi_c = sigma_w^2 phi'(0)^2 is the pair-gradient factor; ReLU's
+      c-map is q-independent (keep times the arc-cosine map). Where q* > 0, c_slope = chi_c.
+    - A slope within 16 ulp of 1 gives an infinite depth scale.
+    - Sparseout with s <= 1: chi_1 = +inf and xi_1 = 0 (E[g'^2] diverges at the zeros of phi).
+
+    Large grids are evaluated in chunks under :data:`~meanfield.maps.MEMORY_CAP`.
 
     References
     ----------

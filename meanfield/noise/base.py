@@ -133,11 +133,19 @@ class NoiseLayer:
 
     # ------------------------------------------------------------------ theory (numpy)
     def second_moment(self, act, q):
-        """M2(q) = E_{z, xi}[g(sqrt(q) z, xi)^2]; the variance map is sigma_w^2 M2 + sigma_b^2."""
+        """M2(q) = E_{z, xi}[g(sqrt(q) z, xi)^2]; the variance map is sigma_w^2 M2 + sigma_b^2.
+
+        Every layer has g(z, xi) = 0 where phi(z) = 0, so M2(0) = 0 when phi(0) = 0: the fixed
+        point q* = 0 at sigma_b^2 = 0 (:func:`~meanfield.fixed_points.solve_q_star`) relies on it.
+        """
         raise NotImplementedError
 
     def second_moment_slope(self, act, q):
-        """dM2/dq = E[g'^2 + g g''] (Gaussian integration by parts); chi_q = sigma_w^2 dM2/dq."""
+        """dM2/dq = E[g'^2 + g g''] (Gaussian integration by parts); chi_q = sigma_w^2 dM2/dq.
+
+        At q = 0 the limit q -> 0, which decides whether the origin attracts; it may be +inf
+        (Sparseout with s < 2, where M2 ~ q^(s/2)).
+        """
         raise NotImplementedError
 
     def second_moment_and_slope(self, act, q):
@@ -145,7 +153,8 @@ class NoiseLayer:
         return self.second_moment(act, q), self.second_moment_slope(act, q)
 
     def deriv_second_moment(self, act, q):
-        """D(q) = E[g'(sqrt(q) z, xi)^2]; chi_1 = sigma_w^2 D(q*)."""
+        """D(q) = E[g'(sqrt(q) z, xi)^2]; chi_1 = sigma_w^2 D(q*). May be +inf (Sparseout with
+        s <= 1); at q = 0 the limit q -> 0 (the toolkit passes Q_MIN for q* = 0)."""
         raise NotImplementedError
 
     def bounded_second_moment(self):
