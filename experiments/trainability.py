@@ -91,7 +91,7 @@ from .store import Store
 
 __all__ = ["Sweep", "Network", "PRESETS", "COLUMNS", "KEY", "GRID", "TABLE", "RESULTS_DIR",
            "DATA_SHAPES", "ORACLE_A", "GPU_FLOPS", "PRECISIONS", "SweepReport", "Estimate",
-           "default_db", "open_store", "checkpoint_series", "run_sweep", "train_rows",
+           "default_db", "open_store", "checkpoint_series", "run_sweep", "is_complete", "train_rows",
            "planned_networks", "step_flops", "estimate", "measure_flops", "main"]
 
 TABLE = "trainability"
@@ -146,7 +146,7 @@ def _noises(*keeps: float) -> tuple[str, ...]:
 
 
 def _steps(lo: float, hi: float, step: float) -> tuple[float, ...]:
-    return tuple(round(lo + i * step, 10) for i in range(int(round((hi - lo) / step)) + 1))
+    return tuple(round(lo + i * step, 10) for i in range(round((hi - lo) / step) + 1))
 
 
 CPU_DEPTHS = (10, 13, 16, 20, 25, 30, 36, 43, 51, 60, 72, 86, 100, 115, 130)
@@ -373,11 +373,33 @@ def estimate(sweep: Sweep, networks: list[Network]) -> Estimate:
 
 
 def measure_flops(sweep: Sweep, device: str, precision: str = "float32", *, depth: int | None = None,
-                  min_seconds: float = 1.0) -> float:
-    """Training throughput (FLOP/s by ``step_flops``) of one process on ``device``: a batched
-    ensemble of 4 networks with the sweep's width and batch at ``depth`` (default: the median grid
-    depth, at most 50) on synthetic data, timed after a warm-up; the time of a run of one step
-    (set-up, evaluation) is subtracted."""
+                  members: int = 4, min_seconds: float = 1.0, max_steps: int = 64) -> float:
+    """Training throughput of one process on ``device`` in FLOP/s (counted by ``step_flops``).
+
+    A batched ensemble of ``members`` networks with the sweep's width, batch, optimiser, noise
+    layer (its last) and the first data set's shape, on synthetic data, is trained for 1 and for
+    k + 1 steps; the difference is the time of k steps (set-up and evaluation cancel), with k
+    doubled from 2 until it takes ``min_seconds`` (at most ``max_steps``).
+
+    Parameters
+    ----------
+    sweep : Sweep
+    device : str
+        Torch device.
+    precision : {'float32', 'float32+tf32', 'float64'}
+    depth : int, optional
+        Hidden layers (default: the median grid depth, at most 50).
+    members : int
+        Networks in the ensemble.
+    min_seconds, max_steps :
+        Timing length.
+
+    Returns
+    -------
+    float
+        FLOP/s; ``members * k / seconds`` network-steps per second is this divided by
+        ``step_flops`` of one network.
+    """
     import numpy as np
     import torch
 
@@ -386,33 +408,33 @@ def measure_flops(sweep: Sweep, device: str, precision: str = "float32", *, dept
     from .models import NetConfig, TrainConfig
 
     n_in, n_out = DATA_SHAPES[sweep.datasets[0]]
+    depth = depth or min(50, sorted(sweep.depths)[len(sweep.depths) // 2])
     rng = np.random.default_rng(0)
     n = max(sweep.batch_size, 64)
     x = rng.random((n, n_in), dtype=np.float32)
     y = rng.integers(0, n_out, n).astype(np.int64)
     data = Dataset("synthetic", x, y, x[:64], y[:64])
-    m = min(4, sweep.max_members)
-    depth = depth or min(50, sorted(sweep.depths)[len(sweep.depths) // 2])
     cfgs = [NetConfig(n_in, sweep.width, depth, n_out, sweep.activation, s, sweep.sigma_b2,
-                      sweep.noises[-1], sweep.init) for s in np.linspace(1.0, 3.0, m)]
+                      sweep.noises[-1], sweep.init) for s in np.linspace(1.0, 3.0, members)]
     torch.backends.cuda.matmul.allow_tf32 = precision == "float32+tf32"
     dtype = torch.float64 if precision == "float64" else torch.float32
 
     def run(steps):
-        tcfg = TrainConfig(sweep.optimizer, sweep.lr, sweep.batch_size, steps, eval_size=32, test_size=32)
+        tcfg = TrainConfig(sweep.optimizer, sweep.lr, sweep.batch_size, steps, eval_size=32,
+                           test_size=32)
         t0 = time.perf_counter()
-        train_ensemble(cfgs, list(range(m)), tcfg, data, dtype=dtype, device=device)
+        train_ensemble(cfgs, list(range(members)), tcfg, data, dtype=dtype, device=device)
         if str(device).startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t0
-    base = run(1)   # warm-up, and the fixed cost subtracted below
+    run(1)   # warm-up: allocator, kernels
     steps = 2
     while True:
         dt = run(steps + 1) - run(1)
-        if dt >= min_seconds or steps >= 64:
+        if dt >= min_seconds or 2 * steps > max_steps:
             break
         steps *= 2
-    return m * steps * step_flops(n_in, sweep.width, depth, n_out, sweep.batch_size) / max(dt, 1e-9 * base)
+    return members * steps * step_flops(n_in, sweep.width, depth, n_out, sweep.batch_size) / max(dt, 1e-9)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,6 +594,13 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike | None = None, *, data_dir=Non
         except _Stop:
             pass
     return report
+
+
+def is_complete(sweep: Sweep, db: str | os.PathLike) -> bool:
+    """Whether ``db`` holds every row of ``sweep`` (for the boundary search: whether replaying it
+    on the stored rows finds nothing left to train). Trains nothing."""
+    return not run_sweep(sweep, db, device="cpu", engine="serial", progress=False,
+                         max_ensembles=0).stopped
 
 
 def _boundary(ctx: _Context) -> None:

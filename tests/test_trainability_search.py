@@ -129,11 +129,14 @@ def test_killed_search_replays_the_same_decisions():
     class Killed(Exception):
         pass
 
-    def stored_then_killed(probes, kill_after=[3]):   # a store that survives the kill
+    rounds_left = 3
+
+    def stored_then_killed(probes):   # a store that survives the kill
+        nonlocal rounds_left
         out = _oracle(reach)(probes[: len(probes) // 2])   # part of the round got stored
         store.update(out)
-        kill_after[0] -= 1
-        if kill_after[0] == 0:
+        rounds_left -= 1
+        if rounds_left == 0:
             raise Killed
         out.update(_oracle(reach)(probes[len(probes) // 2:]))
         store.update(out)

@@ -148,31 +148,64 @@ def render_speed(ctx):
 
 
 def trainability_sweep(quick):
-    from experiments.trainability import PRESETS, Sweep, _grid
+    """The figures' own sweep (when no results database is there): one sweep with checkpoints,
+    which serves Fig. 7 (its last step) and the budget figure (every checkpoint)."""
+    from experiments.trainability import PRESETS, Sweep
     if quick:
-        return Sweep(datasets=("mnist",), keeps=(1.0, 0.98), depths=(2, 4, 8), sigma_w2s=(1.0, 2.0, 3.0, 4.0),
-                     width=16, optimizer="rmsprop", lr=1e-3, batch_size=32, steps=20, eval_size=200,
-                     test_size=200)
-    return replace(PRESETS["cpu"], width=32, depths=(5, 10, 20, 40, 70), steps=200, batch_size=64,
-                   sigma_w2s=_grid(1.0, 4.0, 0.5), max_members=16)
+        return Sweep(datasets=("mnist",), noises=("dropout(keep=1.0)", "dropout(keep=0.98)"),
+                     depths=(2, 4, 8), sigma_w2s=(1.0, 2.0, 3.0, 4.0), width=16,
+                     optimizer="rmsprop", lr=1e-3, batch_size=32, steps=20, checkpoints=(5, 10),
+                     eval_size=200, test_size=200)
+    return replace(PRESETS["cpu"], width=32, depths=(5, 10, 20, 40, 70), steps=400,
+                   checkpoints=(25, 50, 100, 200), batch_size=64, max_members=16)
 
 
-def trainability_rows(ctx):
-    """(rows, description): the cpu preset database when complete, else the figure's own sweep."""
-    from experiments.trainability import PRESETS, open_store, run_sweep
-    db = ctx.results_dir / "trainability_cpu.sqlite"
-    if not ctx.quick and db.is_file():
-        with open_store(db) as st:
-            rows = st.rows(dataset="mnist")
-        if len(rows) >= len(PRESETS["cpu"].configs()) // len(PRESETS["cpu"].datasets):
-            return rows, f"results/{db.name} (cpu preset)"
+# results databases the figures read, best first: (preset, data set)
+SOURCES = ("cpu-large", "cpu")
+
+
+def trainability_rows(ctx, *, checkpoints: bool = False, min_budgets: int = 3):
+    """(rows, description) of MNIST networks: the first complete database of ``SOURCES`` in
+    ``ctx.results_dir`` (with at least ``min_budgets`` budgets when ``checkpoints``), else the
+    figures' own sweep (resumable, in the cache).
+
+    Parameters
+    ----------
+    ctx : Context
+    checkpoints : bool
+        Every checkpoint row (the budget figure); False: each network's last step only (Fig. 7).
+    min_budgets : int
+        Budgets a database needs to serve ``checkpoints``.
+
+    Returns
+    -------
+    rows : list of dict
+        Rows of ``experiments.trainability`` (``steps`` = checkpoint, ``max_steps`` = budget).
+    description : str
+        Where they come from.
+    """
+    from experiments.trainability import PRESETS, is_complete, open_store, run_sweep
+    if not ctx.quick:
+        for preset in SOURCES:
+            db = ctx.results_dir / f"trainability_{preset}.sqlite"
+            sweep = PRESETS[preset]
+            if not db.is_file() or (checkpoints and len(sweep.budgets) < min_budgets):
+                continue
+            if is_complete(sweep, db):
+                with open_store(db) as st:
+                    rows = st.rows(dataset="mnist", max_steps=sweep.steps)
+                return _last(rows, checkpoints), f"results/{db.name} ({preset} preset)"
     sweep = trainability_sweep(ctx.quick)
     path = ctx.cache.sqlite_path("trainability", asdict(sweep))
-    run_sweep(sweep, path, data_dir=_data_dir(), device="cpu", preset="figure",
+    run_sweep(sweep, path, data_dir=_data_dir(), device="cpu", preset="figure", engine="serial",
               progress=ctx.progress)
     with open_store(path) as st:
         rows = st.rows()
-    return rows, f"figure sweep (cache {path.name})"
+    return _last(rows, checkpoints), f"figure sweep (cache {path.name})"
+
+
+def _last(rows, checkpoints):
+    return rows if checkpoints else [r for r in rows if r["steps"] == r["max_steps"]]
 
 
 def render_trainability(ctx):
