@@ -113,8 +113,9 @@ def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainC
     """Train all members together; returns one ``TrainResult`` per member (wall time is shared
     equally), with its evaluations at ``tcfg.checkpoints``.
 
-    On CUDA the loop never waits for the device inside a step: the per-step losses stay on the
-    device until the end, and only checkpoints copy metrics to the host.
+    On CUDA the loop never waits for the device inside a step: the minibatch indices are copied
+    once, the per-step losses stay on the device until the end, and only checkpoints copy metrics
+    to the host.
     """
     t0 = time.perf_counter()
     tensors = as_tensors(dataset, tcfg, dtype, device)
@@ -126,8 +127,7 @@ def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainC
     ckpt = Evaluator(tcfg, stream, tensors, t0)
     losses = torch.empty((tcfg.steps, m), dtype=torch.float64, device=xtr.device)
     model.train()
-    for t in range(tcfg.steps):
-        idx = torch.as_tensor(stream.next(), device=xtr.device)
+    for t, idx in enumerate(stream.batches(tcfg.steps, xtr.device)):
         logits = model(xtr[idx])                                   # (M, B, C)
         yb = ytr[idx]
         per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.repeat(m),

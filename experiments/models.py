@@ -189,6 +189,12 @@ class MinibatchStream:
         self._pos += self.batch_size
         return idx
 
+    def batches(self, steps: int, device="cpu") -> torch.Tensor:
+        """The next ``steps`` minibatches as one (steps, batch) index tensor on ``device``: one
+        host-to-device copy per run instead of one per step (a pageable copy waits for the
+        device, so a per-step copy would stop the host from queueing work ahead on CUDA)."""
+        return torch.as_tensor(np.stack([self.next() for _ in range(steps)]), device=device)
+
 
 def _orthogonal(rows: int, cols: int, gen: torch.Generator, dtype) -> torch.Tensor:
     a = torch.randn(max(rows, cols), min(rows, cols), generator=gen, dtype=torch.float64)
@@ -331,8 +337,7 @@ def train_network(cfg: NetConfig, tcfg: TrainConfig, dataset, seed: int,
     ckpt = Evaluator(tcfg, stream, tensors, t0)
     losses = torch.empty(tcfg.steps, dtype=torch.float64, device=xtr.device)  # no sync per step
     model.train()
-    for t in range(tcfg.steps):
-        idx = torch.as_tensor(stream.next(), device=xtr.device)
+    for t, idx in enumerate(stream.batches(tcfg.steps, xtr.device)):
         logits = model(xtr[idx])
         loss = F.cross_entropy(logits, ytr[idx])
         opt.zero_grad(set_to_none=True)
