@@ -1,6 +1,6 @@
 """Benchmarks of the trainable-depth fit (``experiments.fit``).
 
-    python benchmarks/bench_fit.py [--n-boot 1000] [--repeat 1] [--skip-cli]
+    python benchmarks/bench_fit.py [--n-boot 1000] [--repeat 1] [--skip-cli] [--cli-bootstrap N]
 
 1. ``fit_law`` with ``--n-boot`` bootstrap resamples, per law, on one realistic boundary: tanh,
    sigma_b^2 = 0.05, keep 0.98, sigma_w^2 = 1:4:0.25 (13 points), L_max from the two-scale law
@@ -9,7 +9,7 @@
    synthetic Fig. 7-like heatmap: keep 1, 0.99, 0.98, 0.95; sigma_w^2 1:4:0.25; depths 10:250:20;
    each network evaluated at 4 checkpoints (100, 300, 1000, 3000 steps). Once with the default
    ``--per-step last`` (4 boundaries) and once with ``--per-step each`` (16 boundaries, budget
-   laws), both with the CLI's default number of resamples.
+   laws), both with the CLI's default number of resamples (or ``--cli-bootstrap``).
 
 Wall and CPU (process, children included for 2) times are printed, best of --repeat; on a shared
 machine the CPU time is the fairer number.
@@ -94,10 +94,13 @@ def run_cli(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-cli", action="store_true")
+    ap.add_argument("--cli-bootstrap", type=int, default=None,
+                    help="--bootstrap of the CLI runs (default: the CLI's default)")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     b = boundary(rng)
@@ -115,10 +118,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "heatmap.csv"
         write_table(table, rng)
+        boot = [] if args.cli_bootstrap is None else ["--bootstrap", str(args.cli_bootstrap)]
         for extra in ([], ["--per-step", "each"]):
-            out, (wall, cpu) = run_cli(["--table", str(table), *extra])
+            out, (wall, cpu) = run_cli(["--table", str(table), *extra, *boot])
             drawn = out.strip().splitlines()[-1]
-            print(f"2. CLI --table {' '.join(extra) or '(per-step last)'}: wall {wall:.1f} s, "
+            print(f"2. CLI --table {' '.join(extra + boot) or '(per-step last)'}: wall {wall:.1f} s, "
                   f"cpu {cpu:.1f} s; {drawn}")
 
 

@@ -13,8 +13,14 @@ Usage::
 columns ``sigma_w2``, ``depth``, ``accuracy`` (a fraction in [0, 1]; an empty cell, ``nan``, ``NA``,
 ``None`` or ``null`` is *missing*) and the optional columns of ``PROTOCOL`` plus ``steps`` and
 ``seed``. Lines starting with ``#`` are comments; other columns are ignored (with a warning). A table
-without ``activation`` / ``sigma_b2`` / ``keep`` takes ``--activation`` / ``--sigma-b2`` / ``--keep``,
-else the defaults tanh / 0.05 / 1.0 with a warning naming each defaulted field.
+without ``activation`` / ``sigma_b2`` takes ``--activation`` / ``--sigma-b2``, else the defaults tanh
+/ 0.05 with a warning naming each defaulted field.
+
+**Noise layer.** A protocol's noise layer is its ``noise`` cell, the spec text of any ``meanfield``
+noise layer (``meanfield.noise_from_spec``; quote it in a CSV: ``"sparseout(keep=0.9, s=1.5)"``),
+when the rows have that column (a ``keep`` beside it must agree), else dropout at its ``keep``. Rows
+with neither column take ``--noise SPEC`` or ``--keep`` (default keep 1, with a warning). Labels name
+the layer (``keep=0.98`` for dropout, else its spec); the theory depth scales are those of that layer.
 
 **Networks and budgets.** A network is its protocol (the ``PROTOCOL`` columns present, including
 ``max_steps``, the steps it was trained for), sigma_w^2, depth and seed; ``steps`` is the step at
@@ -42,9 +48,9 @@ the tied cuts); ``L_max`` is the geometric mean of the last trainable and the fi
 depth. When every depth with data trains, ``L_max`` > the deepest of them (right-censored); when none
 does, ``L_max`` < the shallowest (left-censored).
 
-**Laws** (``LAWS``), with theory depth scales from ``depth_scales`` (``meanfield.analyze``, xi capped at
-``XI_CAP`` where it diverges at criticality): ``a*xi_c``, ``a*xi_1``, ``a*min(xi_1,xi_c)``,
-``a*xi_c+b``; ``two-scale``: ``1/L = 1/(a xi_c) + 1/(b xi_1)`` (both scales limit depth, the smaller
+**Laws** (``LAWS``), with theory depth scales from ``depth_scales`` (``meanfield.analyze`` with the
+boundary's noise layer, xi capped at ``XI_CAP`` where it diverges at criticality): ``a*xi_c``,
+``a*xi_1``, ``a*min(xi_1,xi_c)``, ``a*xi_c+b``; ``two-scale``: ``1/L = 1/(a xi_c) + 1/(b xi_1)`` (both scales limit depth, the smaller
 dominates smoothly); ``constant``: ``L = b`` (no theory, e.g. a limit set by the budget);
 ``6*xi_c`` (Schoenholz et al.) is the fixed reference. Budget-aware laws (``budget_laws``) scale one
 depth scale by a(T): ``a``, ``a0 + a1 ln T``, ``a T^b`` and ``a_inf T / (T + T_half)``.
@@ -58,7 +64,9 @@ only when the law predicts below (or within about sigma of) it. Confidence inter
 percentile bootstrap (95 %; Hesterberg 2015: the plain percentile interval covered 6 in only ~77 %
 of synthetic 12-point sweeps) resampling *whole protocols* when several are pooled (their constants
 differ), else the sigma_w^2 grid points of the one protocol (each with all its budgets); the output
-says which. ``--bootstrap 0`` means no CI.
+says which. ``--bootstrap 0`` means no CI; the default is ``N_BOOT`` (400) resamples. The likelihood is
+maximised by ``scipy.optimize.minimize`` (SLSQP, bounded) from several starts, each resample from
+the fit to all points.
 
 **Comparison**: each law is fitted on one boundary and scored on every other boundary at the same
 budget (another keep, data set or panel) by the RMS of the log residuals ``ln L_law - ln L_max``,
@@ -79,9 +87,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import log_ndtr
+
+if TYPE_CHECKING:
+    from meanfield.noise import NoiseLayer
 
 __all__ = ["Boundary", "Law", "LAWS", "REFERENCE", "SCALES", "FitResult", "NoFit", "Analysis",
            "extract_boundaries", "boundary_from_arrays", "read_table", "read_db", "fit_table",
@@ -95,10 +107,14 @@ SIGMA_MIN = 0.01       # floor of the fitted scatter of ln L_max (1 % in depth)
 SW_RTOL = 1e-6         # sigma_w^2 values closer than this (relative) are one grid value
 MIN_LIFT = 0.05        # a trained network beats chance by at least this accuracy
 MIN_BOOT = 100         # fewer resamples cannot place the tails of an expanded 95 % interval
+# Default resamples. Each is one scipy fit (~1.5 ms): at 1000 the CLI took 52 s (one budget) and
+# 183 s (four budgets, 16 boundaries) of CPU on benchmarks/bench_fit.py's heatmap. At 400 the ends
+# of a 95 % interval vary between bootstrap seeds by 3-14 % of its half-width (2-10 % at 1000;
+# 40 seeds on the benchmark's 13-point boundary), well inside the interval's own uncertainty.
+N_BOOT = 400
 PRED_FLOOR = 1e-3      # depth predicted by a law is floored here before the log
 PROTOCOL = ("dataset", "activation", "init", "width", "sigma_b2", "keep", "noise", "optimizer",
             "lr", "batch_size", "max_steps", "data_seed", "eval_size", "test_size", "panel")
-THEORY_DEFAULTS = {"activation": "tanh", "sigma_b2": 0.05, "keep": 1.0}
 N_CLASSES = {"mnist": 10, "cifar10": 10}
 
 
@@ -111,6 +127,27 @@ def _fmt(v) -> str:
     return f"{v:.10g}" if isinstance(v, float) else str(v)
 
 
+def _noise_layer(noise):
+    """A ``meanfield`` noise layer (scalar parameters) from a layer, its spec text
+    (``meanfield.noise_from_spec``, e.g. ``"sparseout(keep=0.9, s=1.5)"``) or a number, the keep
+    probability of dropout."""
+    from meanfield.noise import Dropout, NoiseLayer, noise_from_spec
+    if isinstance(noise, NoiseLayer):
+        return noise.scalar()
+    if isinstance(noise, str):
+        return noise_from_spec(noise)
+    if isinstance(noise, (int, float, np.integer, np.floating)) and not isinstance(noise, bool):
+        return Dropout(keep=float(noise))
+    raise ValueError(f"noise must be a meanfield noise layer, its spec text or a keep probability, "
+                     f"got {noise!r}")
+
+
+def _noise_label(noise) -> str:
+    """``keep=0.98`` for dropout (the papers' parameter), else the layer's spec."""
+    from meanfield.noise import Dropout
+    return f"keep={noise.keep:g}" if type(noise) is Dropout else noise.spec()
+
+
 @dataclass(frozen=True, eq=False)
 class Boundary:
     """Trainable-depth boundary of one sweep at one budget.
@@ -119,13 +156,14 @@ class Boundary:
     ----------
     label : str
         Display name (``extract_boundaries`` makes it unique; results are keyed by index anyway).
-    keep : float
-        Keep probability rho of the dropout layers.
+    noise : meanfield NoiseLayer
+        The noise layer of the networks (its spec text, or a number = the keep probability of
+        dropout, is converted); ``keep`` is its keep probability (1 for a layer without one).
     sigma_w2, L_max, censor, xi_c, xi_1 : ndarray, shape (n,)
         Grid values, boundary depth (layers), censoring (0 interior, +1 lower bound: every depth
         with data trained, -1 upper bound: none did) and theory depth scales (layers).
     lower, upper : ndarray, shape (n,), optional
-        Bracketing grid depths (NaN when censored or unknown).
+        Bracketing grid depths (NaN when censored or unknown; default all NaN).
     threshold : float
         Accuracy a network had to reach.
     budget : float or None
@@ -140,7 +178,7 @@ class Boundary:
     """
 
     label: str
-    keep: float
+    noise: NoiseLayer
     sigma_w2: np.ndarray
     L_max: np.ndarray
     censor: np.ndarray
@@ -167,19 +205,26 @@ class Boundary:
             raise ValueError("censor must contain only -1, 0, +1")
         if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
             raise ValueError(f"budget (training steps T) must be None or > 0, got {self.budget}")
+        object.__setattr__(self, "noise", _noise_layer(self.noise))
+        for name in ("lower", "upper"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, np.nan))
+
+    @property
+    def keep(self) -> float:
+        return float(getattr(self.noise, "keep", 1.0))
 
 
-def depth_scales(sigma_w2, keep: float, *, activation: str = "tanh", sigma_b2: float = 0.05):
-    """Theory depth scales of a network with dropout noise.
-
-    The single place where the fit calls the theory (to switch to a noise object later).
+def depth_scales(sigma_w2, noise, *, activation: str = "tanh", sigma_b2: float = 0.05):
+    """Theory depth scales of a network with a noise layer.
 
     Parameters
     ----------
     sigma_w2 : array_like, shape (n,)
         Weight variances sigma_w^2 (> 0).
-    keep : float
-        Keep probability rho in (0, 1].
+    noise : meanfield NoiseLayer, str or float
+        The noise layer, its spec text (``meanfield.noise_from_spec``) or a keep probability rho
+        in (0, 1] (dropout).
     activation : str
         A ``meanfield`` activation name.
     sigma_b2 : float
@@ -201,7 +246,7 @@ def depth_scales(sigma_w2, keep: float, *, activation: str = "tanh", sigma_b2: f
     """
     import meanfield
     r = meanfield.analyze(activation=activation, sigma_w2=np.asarray(sigma_w2, dtype=float),
-                          sigma_b2=sigma_b2, keep=keep, noise="dropout")
+                          sigma_b2=sigma_b2, noise=_noise_layer(noise))
 
     def cap(x):
         x = np.asarray(x, dtype=float)
@@ -209,21 +254,23 @@ def depth_scales(sigma_w2, keep: float, *, activation: str = "tanh", sigma_b2: f
     return cap(r.xi_c), cap(r.xi_1)
 
 
-def boundary_from_arrays(sigma_w2, L_max, *, keep: float, censor=None, label: str | None = None,
-                         activation: str = "tanh", sigma_b2: float = 0.05,
-                         budget: float | None = None) -> Boundary:
+def boundary_from_arrays(sigma_w2, L_max, *, keep: float | None = None, noise=None, censor=None,
+                         label: str | None = None, activation: str = "tanh",
+                         sigma_b2: float = 0.05, budget: float | None = None) -> Boundary:
     """A boundary given directly (e.g. read off a published heatmap).
 
     Parameters
     ----------
     sigma_w2, L_max : array_like, shape (n,)
         Grid values and boundary depths (layers, > 0).
-    keep : float
-        Keep probability rho in (0, 1].
+    keep : float, optional
+        Keep probability rho in (0, 1] of dropout networks.
+    noise : meanfield NoiseLayer or str, optional
+        Any noise layer, or its spec text (instead of ``keep``).
     censor : array_like of int, shape (n,), optional
         0 interior (default), +1 lower bound (L_max > value), -1 upper bound.
     label : str, optional
-        Display name (default ``given keep=<keep>``).
+        Display name (default ``given keep=<keep>``, or ``given <noise spec>``).
     activation, sigma_b2 :
         Theory parameters of the depth scales.
     budget : float, optional
@@ -236,8 +283,12 @@ def boundary_from_arrays(sigma_w2, L_max, *, keep: float, censor=None, label: st
     Raises
     ------
     ValueError
-        Mismatched lengths, non-positive L_max, censor values other than -1, 0, 1.
+        Not exactly one of ``keep`` and ``noise``, mismatched lengths, non-positive L_max, censor
+        values other than -1, 0, 1.
     """
+    if (keep is None) == (noise is None):
+        raise ValueError("give exactly one of keep (dropout) and noise (any noise layer)")
+    layer = _noise_layer(keep if noise is None else noise)
     s = np.atleast_1d(np.asarray(sigma_w2, dtype=float))
     L = np.atleast_1d(np.asarray(L_max, dtype=float))
     if s.shape != L.shape:
@@ -245,10 +296,9 @@ def boundary_from_arrays(sigma_w2, L_max, *, keep: float, censor=None, label: st
     c = np.zeros(len(s), dtype=int) if censor is None else np.atleast_1d(np.asarray(censor, dtype=int))
     if c.shape != s.shape:
         raise ValueError(f"censor must have the length of sigma_w2 ({len(s)}), got {len(c)}")
-    xi_c, xi_1 = depth_scales(s, keep, activation=activation, sigma_b2=sigma_b2)
-    nan = np.full(len(s), np.nan)
-    return Boundary(label if label is not None else f"given keep={keep:g}", keep, s, L, c, xi_c,
-                    xi_1, nan, nan, budget=budget, activation=activation, sigma_b2=sigma_b2)
+    xi_c, xi_1 = depth_scales(s, layer, activation=activation, sigma_b2=sigma_b2)
+    return Boundary(label if label is not None else f"given {_noise_label(layer)}", layer, s, L, c,
+                    xi_c, xi_1, budget=budget, activation=activation, sigma_b2=sigma_b2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,30 +334,40 @@ def _metric(v) -> float:
     return v if math.isfinite(v) else math.nan
 
 
-def _protocol_value(v):
-    return _sig(v) if isinstance(v, float) else v
+def _protocol_noise(g: dict):
+    """The noise layer of a protocol: its ``noise`` spec (which must agree with its ``keep``, if
+    any), else dropout at its ``keep``."""
+    if g.get("noise") is None:
+        if g.get("keep") is None:
+            raise ValueError(f"protocol {g} has neither a noise spec nor a keep probability")
+        return _noise_layer(g["keep"])
+    layer = _noise_layer(g["noise"])
+    rho = getattr(layer, "keep", 1.0)
+    if g.get("keep") is not None and not math.isclose(g["keep"], rho, rel_tol=1e-9):
+        raise ValueError(f"keep = {g['keep']:g} disagrees with the noise layer {layer.spec()} "
+                         f"(keep probability {rho:g})")
+    return layer
 
 
-def _labels(keys: list[tuple], fields: list[str], budgets: list) -> list[str]:
-    """Unique labels: dataset and keep, every protocol field that differs, and T."""
-    shown = [f for f in ("dataset", "keep") if f in fields]
-    shown += [f for i, f in enumerate(fields)
-              if f not in shown and len({k[i] for k in keys}) > 1]
+def _labels(keys: list[tuple], fields: list[str], budgets: list, layers: list) -> list[str]:
+    """Unique labels: dataset, noise layer, every other protocol field that differs, and T."""
+    differ = [i for i, f in enumerate(fields) if f not in ("dataset", "keep", "noise")
+              and len({k[i] for k in keys}) > 1]
     out = []
-    for key, T in zip(keys, budgets):
+    for key, T, layer in zip(keys, budgets, layers):
         g = dict(zip(fields, key))
-        parts = [str(g["dataset"])] if "dataset" in shown and g["dataset"] is not None else []
-        parts += [f"{f}={_fmt(g[f])}" for f in shown if f != "dataset"]
+        parts = [str(g["dataset"])] if g.get("dataset") is not None else []
+        parts += [_noise_label(layer)] + [f"{fields[i]}={_fmt(key[i])}" for i in differ]
         if T is not None:
             parts.append(f"T={T:g}")
-        out.append(" ".join(parts) or "boundary")
+        out.append(" ".join(parts))
     return out
 
 
 def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bool = True,
                        metric: str = "eval_acc", per_step: str = "last", n_classes: int | None = None,
                        activation: str | None = None, sigma_b2: float | None = None,
-                       keep: float | None = None, xi: bool = True) -> list[Boundary]:
+                       keep: float | None = None, noise=None, xi: bool = True) -> list[Boundary]:
     """One boundary per protocol (``per_step='last'``) or per (protocol, budget T) (``'each'``).
 
     Parameters
@@ -324,9 +384,14 @@ def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bo
         How evaluations of one network at several steps are used (module docstring).
     n_classes : int, optional
         Classes for the chance level (default: from the data set name; 10 with a warning).
-    activation, sigma_b2, keep : optional
-        Theory parameters for rows that lack these columns (default tanh, 0.05, 1.0 with a
-        warning naming each defaulted field).
+    activation, sigma_b2 : optional
+        Theory parameters for rows that lack these columns (default tanh, 0.05 with a warning
+        naming each defaulted field).
+    keep, noise : optional
+        For rows with neither a ``keep`` nor a ``noise`` column: the keep probability of dropout,
+        or any noise layer (a ``meanfield`` NoiseLayer or its spec text); default keep = 1 with a
+        warning. A protocol's noise layer is its ``noise`` spec when present, else dropout at
+        its ``keep``.
     xi : bool
         Compute the theory depth scales (False leaves them NaN).
 
@@ -357,31 +422,50 @@ def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bo
         if not (isinstance(r["sigma_w2"], (int, float)) and math.isfinite(r["sigma_w2"])
                 and r["sigma_w2"] > 0):
             raise ValueError(f"row {i}: sigma_w2 must be finite and > 0, got {r['sigma_w2']!r}")
-    given = {"activation": activation, "sigma_b2": sigma_b2, "keep": keep}
+    if keep is not None and noise is not None:
+        raise ValueError("give keep (dropout) or noise (any noise layer), not both")
+    # (field filled, value given, default, the columns that make it unnecessary)
+    layer_field = ("noise", noise) if noise is not None else ("keep", keep)
     fill = {}
-    for name, default in THEORY_DEFAULTS.items():
-        if name in rows[0]:
-            if given[name] is not None:
-                raise ValueError(f"{name}={given[name]} given but the rows have a {name} column "
-                                 f"(use one or the other)")
-            continue
-        if given[name] is None:
-            warnings.warn(f"no {name} column: {name} = {default} assumed (give --{name.replace('_', '-')})",
-                          stacklevel=2)
-        fill[name] = default if given[name] is None else given[name]
+    for name, value, default, columns in (("activation", activation, "tanh", ("activation",)),
+                                          ("sigma_b2", sigma_b2, 0.05, ("sigma_b2",)),
+                                          (*layer_field, 1.0, ("keep", "noise"))):
+        present = [c for c in columns if c in rows[0]]
+        if present and value is not None:
+            raise ValueError(f"{name}={value} given but the rows have a {present[0]} column "
+                             f"(use one or the other)")
+        if not present:
+            if value is None:
+                flags = " or ".join("--" + c.replace("_", "-") for c in columns)
+                warnings.warn(f"no {' or '.join(columns)} column: {name} = {default} assumed "
+                              f"(give {flags})", stacklevel=2)
+            fill[name] = default if value is None else value
+    if "noise" in fill:   # validated here: the error is about the argument, not a row
+        fill["noise"] = _noise_layer(fill["noise"]).spec()
     fields = [f for f in PROTOCOL if f in rows[0] or f in fill]
+    specs = {}   # noise spec text -> canonical spec (validated once)
+
+    def protocol_value(f, v, i):
+        if f == "noise" and v is not None:
+            if v not in specs:
+                try:
+                    specs[v] = _noise_layer(v).spec()
+                except ValueError as e:
+                    raise ValueError(f"row {i}: noise: {e}") from None
+            return specs[v]
+        return _sig(v) if isinstance(v, float) else v
     has_steps = "steps" in rows[0]
     grid = _grid_values(r["sigma_w2"] for r in rows)
 
     # one entry per evaluation: (protocol key, network, steps, value)
     evals = []
     dropped_untrained = 0
-    for r in rows:
+    for i, r in enumerate(rows):
         steps = r["steps"] if has_steps else None
         if steps is not None and steps <= 0:
             dropped_untrained += 1
             continue
-        key = tuple(_protocol_value(fill[f] if f in fill else r.get(f)) for f in fields)
+        key = tuple(protocol_value(f, fill[f] if f in fill else r.get(f), i) for f in fields)
         net = (key, grid[float(r["sigma_w2"])], int(r["depth"]), r.get("seed"))
         evals.append((net, steps, _metric(r[metric])))
     if dropped_untrained:
@@ -418,7 +502,9 @@ def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bo
 
     first = {key: i for i, key in reversed(list(enumerate(net[0] for net, _, _ in evals)))}
     groups = sorted(cells, key=lambda kt: (first[kt[0]], kt[1] if kt[1] is not None else 0))
-    labels = _labels([k for k, _ in groups], fields, [T for _, T in groups])
+    layers = {key: _protocol_noise(dict(zip(fields, key))) for key, _ in groups}
+    labels = _labels([k for k, _ in groups], fields, [T for _, T in groups],
+                     [layers[k] for k, _ in groups])
     warned_chance = False
     out = []
     for (key, T), label in zip(groups, labels):
@@ -450,10 +536,11 @@ def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bo
                 L.append(math.exp(float(np.mean(mids))))
                 cens.append(0); lo.append(depths[ks.min() - 1]); hi.append(depths[ks.max()])
         if xi:
-            xi_c, xi_1 = depth_scales(sig, g["keep"], activation=g["activation"], sigma_b2=g["sigma_b2"])
+            xi_c, xi_1 = depth_scales(sig, layers[key], activation=g["activation"],
+                                      sigma_b2=g["sigma_b2"])
         else:
             xi_c = xi_1 = np.full(len(sig), np.nan)
-        out.append(Boundary(label, g["keep"], sig, np.array(L, float), np.array(cens), xi_c, xi_1,
+        out.append(Boundary(label, layers[key], sig, np.array(L, float), np.array(cens), xi_c, xi_1,
                             np.array(lo, float), np.array(hi, float), thr,
                             budget=float(T) if T is not None else None,
                             protocol=tuple(zip(fields, key)), activation=g["activation"],
@@ -468,6 +555,7 @@ _MISSING = {"", "nan", "na", "n/a", "none", "null"}
 _INT_FIELDS = {"depth", "steps", "seed", "width", "batch_size", "max_steps", "data_seed",
                "eval_size", "test_size"}
 _FLOAT_FIELDS = {"sigma_w2", "accuracy", "keep", "sigma_b2", "lr"}
+_REQUIRED_CELLS = {"sigma_w2", "depth", "steps", "activation", "sigma_b2", "keep", "noise"}
 TABLE_COLUMNS = ("sigma_w2", "depth", "accuracy", "steps", "seed") + PROTOCOL
 _CHECKS = {   # column -> (test, valid range text)
     "sigma_w2": (lambda v: math.isfinite(v) and v > 0, "finite and > 0"),
@@ -485,7 +573,7 @@ _CHECKS = {   # column -> (test, valid range text)
 def _parse_cell(name: str, text: str, where: str):
     t = text.strip()
     if t.lower() in _MISSING:
-        if name in ("sigma_w2", "depth", "steps") or name in THEORY_DEFAULTS:
+        if name in _REQUIRED_CELLS:
             raise ValueError(f"{where}: {name} is empty; every row needs it")
         return None
     if name in _FLOAT_FIELDS or name in _INT_FIELDS:
@@ -505,6 +593,11 @@ def _parse_cell(name: str, text: str, where: str):
         from meanfield.activations import ACTIVATIONS
         if t not in ACTIVATIONS:
             raise ValueError(f"{where}: activation must be one of {list(ACTIVATIONS)}, got {t!r}")
+    if name == "noise":
+        try:
+            return _noise_layer(t).spec()
+        except ValueError as e:
+            raise ValueError(f"{where}: noise: {e}") from None
     return t
 
 
@@ -632,6 +725,7 @@ LAWS = {
                      (True, True), (6.0, 12.0)),
 }
 REFERENCE = Law("6*xi_c", (), lambda t, xc, x1, T=None: 6.0 * xc, (), ())
+DEFAULT_LAWS = {**LAWS, REFERENCE.name: REFERENCE}
 SCALES = {"xi_c": lambda xc, x1: xc, "xi_1": lambda xc, x1: x1,
           "min(xi_1,xi_c)": lambda xc, x1: np.minimum(xc, x1)}
 
@@ -695,9 +789,12 @@ class _Data:
     xc: np.ndarray
     x1: np.ndarray
     T: np.ndarray         # budget per point (NaN: unknown)
-    unit: np.ndarray      # bootstrap unit index per point
-    n_units: int
+    unit: np.ndarray      # bootstrap unit index per point, 0 .. n_units - 1
     unit_note: str
+
+    @property
+    def n_units(self) -> int:
+        return int(self.unit.max()) + 1 if len(self.unit) else 0
 
 
 def _stack(bs: list[Boundary]) -> _Data:
@@ -710,87 +807,64 @@ def _stack(bs: list[Boundary]) -> _Data:
         unit = np.concatenate([np.full(len(b.L_max), distinct.index(p)) for b, p in zip(bs, protos)])
         note = f"resampling whole protocols ({len(distinct)})"
     else:
-        sw = np.array([_sig(v) for v in cat("sigma_w2")])
-        values, unit = np.unique(sw, return_inverse=True)
+        values, unit = np.unique([_sig(v) for v in cat("sigma_w2")], return_inverse=True)
         note = (f"resampling the {len(values)} boundary points (one protocol)" if len(bs) == 1 else
                 f"resampling the {len(values)} sigma_w^2 grid points of one protocol, each with all "
                 f"its budgets")
     return _Data(np.log(cat("L_max")), np.concatenate([np.asarray(b.censor, int) for b in bs]),
-                 cat("xi_c"), cat("xi_1"), T, np.asarray(unit), int(np.max(unit)) + 1, note)
+                 cat("xi_c"), cat("xi_1"), T, np.asarray(unit, int), note)
 
 
-def _tobit_nll(law: Law, phi: np.ndarray, d: _Data, W: np.ndarray) -> np.ndarray:
-    """Negative log-likelihood (without the constant) of each row of ``phi`` = (u, ln(sigma -
-    SIGMA_MIN)) under point weights ``W``, shape (B, n)."""
-    theta = law.to_theta(phi[:, :-1].T[..., None])
-    pred = law.predict(theta, d.xc, d.x1, d.T)   # under np.errstate of the caller (_minimize)
-    mu = np.log(np.fmax(pred, PRED_FLOOR))   # fmax: a NaN prediction becomes the floor
-    s = SIGMA_MIN + np.exp(phi[:, -1:])
-    z = (d.y - mu) / s
-    ell = 0.5 * z ** 2 + np.log(s)
-    right, left = d.c == 1, d.c == -1
-    if right.any():
-        ell[:, right] = -log_ndtr(-z[:, right])   # P(ln L > ln value)
-    if left.any():
-        ell[:, left] = -log_ndtr(z[:, left])
-    return np.sum(W * ell, axis=1)
+def _ln_law(law: Law, theta, d: _Data) -> np.ndarray:
+    """ln L_law at the points of ``d`` (a prediction below ``PRED_FLOOR`` or NaN counts as the
+    floor); ``theta`` entries of shape (B, 1) give shape (B, n)."""
+    return np.log(np.fmax(law.predict(theta, d.xc, d.x1, d.T), PRED_FLOOR))
 
 
-def _minimize(f, phi: np.ndarray, lo: np.ndarray, hi: np.ndarray, maxit: int = 300):
-    """Levenberg-Marquardt on B small problems at once: ``f(phi_rows, idx)`` -> values (B',).
-
-    Central-difference gradient and Hessian (the parameter count is <= 3); a step is taken where it
-    lowers f, else the damping grows; a problem stops when f changes by < 1e-11 relative.
-    Returns the minimisers and the values of f there."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _lm(f, np.clip(phi.astype(float), lo, hi), lo, hi, maxit)
+_FD_STEP = np.finfo(float).eps ** (1 / 3)   # central differences: truncation ~ rounding error
+_LN_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _lm(f, phi, lo, hi, maxit):
-    B, dim = phi.shape
-    fx = f(phi, np.arange(B))
-    lam = np.full(B, 1e-3)
-    active = np.ones(B, bool)
-    h = 1e-4
-    eye = np.eye(dim)
-    for _ in range(maxit):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
-            break
-        p, f0 = phi[idx], fx[idx]
-        fp = np.stack([f(p + h * eye[i], idx) for i in range(dim)], 1)
-        fm = np.stack([f(p - h * eye[i], idx) for i in range(dim)], 1)
-        g = (fp - fm) / (2 * h)
-        H = np.zeros((idx.size, dim, dim))
-        for i in range(dim):
-            H[:, i, i] = (fp[:, i] - 2 * f0 + fm[:, i]) / h ** 2
-        for i, j in itertools.combinations(range(dim), 2):
-            fpp = f(p + h * (eye[i] + eye[j]), idx)
-            fmm = f(p - h * (eye[i] + eye[j]), idx)
-            H[:, i, j] = H[:, j, i] = (fpp - fp[:, i] - fp[:, j] + 2 * f0 - fm[:, i] - fm[:, j]
-                                       + fmm) / (2 * h ** 2)
-        # |H| (eigenvalues made positive): every step goes downhill, also where the likelihood
-        # is not convex (saddle-free Newton); plus the Levenberg-Marquardt damping
-        ev, V = np.linalg.eigh(H)
-        absH = np.einsum("bij,bj,bkj->bik", V, np.abs(ev), V)
-        D = np.abs(np.diagonal(H, axis1=1, axis2=2)) + 1e-9
-        A = absH + lam[idx, None, None] * (D[:, :, None] * eye)
-        step = -np.einsum("bij,bj->bi", np.linalg.pinv(A), g)
-        new = np.clip(p + step, lo, hi)
-        fn = f(new, idx)
-        better = np.isfinite(fn) & (fn < f0)
-        small = np.abs(fn - f0) <= 1e-11 * (1 + np.abs(f0))
-        phi[idx[better]], fx[idx[better]] = new[better], fn[better]
-        lam[idx] = np.where(better, lam[idx] * 0.2, lam[idx] * 10)
-        # done: f no longer changes (at the optimum to rounding), or no step helps any more
-        active[idx[small | (lam[idx] > 1e10) | np.all(new == p, axis=1)]] = False
-    return phi, fx
+def _tobit(law: Law, d: _Data, w: np.ndarray) -> Callable:
+    """The censored-normal negative log-likelihood (without its constant) of the points of ``d``
+    weighted by ``w``, and its gradient, as a function of v = (the law's constants as fitted,
+    ln sigma).
+
+    A right-censored point (``c = +1``) contributes -ln P(ln L > y) = -ln Phi((mu - y) / sigma),
+    a left-censored one -ln Phi((y - mu) / sigma) (``scipy.special.log_ndtr``: ``scipy.stats.norm``
+    would cost ~80 us of argument handling per call on this hot path, ~60 times the arithmetic).
+    The derivatives of ln L_law in the law's constants are central differences (any ``Law``).
+    """
+    p = len(law.param_names)
+    steps = np.vstack([np.zeros(p), np.eye(p), -np.eye(p)])          # (1 + 2p, p)
+    inside = d.c == 0
+    w_in, w_cens = np.where(inside, w, 0.0), np.where(inside, 0.0, w)
+    w_sum_in = float(np.sum(w_in))
+
+    def f(v):
+        u, ln_s = v[:p], v[p]
+        h = _FD_STEP * np.maximum(1.0, np.abs(u))
+        M = np.atleast_2d(_ln_law(law, law.to_theta((u + steps * h).T[:, :, None]), d))
+        dmu = (M[1:p + 1] - M[p + 1:]) / (2 * h[:, None])            # d mu / du, (p, n)
+        s = math.exp(ln_s)
+        z = (d.y - M[0]) / s
+        t = -d.c * z                    # a censored point has probability Phi(t)
+        log_p = log_ndtr(t)
+        # d(-ln likelihood of a point) / dz: z inside, c phi(t) / Phi(t) when censored
+        dz = np.where(inside, z, d.c * np.exp(-0.5 * t * t - _LN_SQRT_2PI - log_p))
+        wdz = w * dz
+        grad = np.empty(p + 1)
+        grad[:p] = -(dmu @ wdz) / s
+        grad[p] = w_sum_in - wdz @ z
+        return w_in @ (0.5 * z * z + ln_s) - w_cens @ log_p, grad
+    return f
 
 
-def _bounds(law: Law) -> tuple[np.ndarray, np.ndarray]:
-    lo = [-30.0 if pos else -1e6 for pos in law.positive] + [-40.0]
-    hi = [30.0 if pos else 1e6 for pos in law.positive] + [3.0]
-    return np.array(lo), np.array(hi)
+def _bounds(law: Law) -> list[tuple[float, float]]:
+    """ln of a positive constant in [-30, 30], a free constant in [-1e6, 1e6], sigma in
+    [SIGMA_MIN, e^3]."""
+    return [(-30.0, 30.0) if pos else (-1e6, 1e6) for pos in law.positive] + \
+        [(math.log(SIGMA_MIN), 3.0)]
 
 
 def _starts(law: Law) -> np.ndarray:
@@ -800,31 +874,40 @@ def _starts(law: Law) -> np.ndarray:
     for t, pos in zip(law.init, law.positive):
         options.append([t * m for m in (1.0, 0.3, 3.0)] if pos
                        else [t + dt * max(1.0, abs(t)) for dt in (0.0, -0.5, 0.5)])
-    return np.array([np.append(law.from_theta(c), math.log(0.2 - SIGMA_MIN))
+    return np.array([np.append(law.from_theta(c), math.log(0.2))
                      for c in itertools.product(*options)])
 
 
-def _check_fittable(law: Law, d: _Data, W: np.ndarray) -> np.ndarray:
-    """Rows of W whose points can identify the law (enough interior points and budgets)."""
-    interior = (W > 0) & (d.c == 0)
-    ok = interior.sum(1) >= len(law.param_names)
-    if law.min_budgets:
-        n_T = np.array([len(np.unique(d.T[row])) for row in interior])
-        ok &= n_T >= law.min_budgets
-    return ok & (W.sum(1) > 0)
+def _minimize(law: Law, d: _Data, w: np.ndarray, starts):
+    """The best converged SLSQP run (``scipy.optimize.minimize``, bounded) from ``starts``:
+    (v, nll), or None when no run converged.
+
+    SLSQP rather than L-BFGS-B: the latter's BLAS calls on these 2-3 parameter problems start
+    OpenBLAS threads, 100 times slower than the fit itself on a loaded machine."""
+    from scipy.optimize import minimize
+    f, bounds, best = _tobit(law, d, w), _bounds(law), None
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for v0 in starts:
+            r = minimize(f, v0, jac=True, method="SLSQP", bounds=bounds,
+                         options={"ftol": 1e-14, "maxiter": 500})
+            if r.success and np.isfinite(r.fun) and (best is None or r.fun < best.fun):
+                best = r
+    return None if best is None else (best.x, float(best.fun))
 
 
-def _requirement(law: Law, d: _Data) -> str | None:
-    """Why ``law`` cannot be fitted to ``d`` (None: it can)."""
-    if len(d.y) == 0:
+def _requirement(law: Law, d: _Data, w: np.ndarray | None = None) -> str | None:
+    """Why ``law`` cannot be fitted to the points of ``d`` with weight ``w`` > 0 (None: it can)."""
+    used = np.ones(len(d.y), bool) if w is None else w > 0
+    if not used.any():
         return "cannot fit (no points)"
-    if law.min_budgets and not np.all(np.isfinite(d.T)):
+    if law.min_budgets and not np.all(np.isfinite(d.T[used])):
         return "cannot fit (needs training budgets T: a steps column)"
-    n_int = int(np.sum(d.c == 0))
+    interior = used & (d.c == 0)
+    n_int = int(interior.sum())
     if n_int < len(law.param_names):
         return f"cannot fit (needs >= {len(law.param_names)} interior points, has {n_int})"
     if law.min_budgets:
-        n_T = len(np.unique(d.T[d.c == 0]))
+        n_T = len(np.unique(d.T[interior]))
         if n_T < law.min_budgets:
             return f"cannot fit (needs >= {law.min_budgets} budgets with interior points, has {n_T})"
     return None
@@ -835,9 +918,10 @@ class FitResult:
     """A fitted law.
 
     ``ci_low`` / ``ci_high`` are NaN when there is no interval (``ci_note`` says why, or what was
-    resampled; ``n_skipped`` resamples had too few interior points to fit); ``sigma`` is
-    the fitted scatter of ln L_max about the law; ``rmse`` the in-sample RMS log error (censored
-    points count only when violated); ``aic = 2 (constants + 1) + 2 nll``.
+    resampled; ``n_skipped`` resamples were left out: too few interior points to fit, or the
+    optimiser did not converge); ``sigma`` is the fitted scatter of ln L_max about the law;
+    ``rmse`` the in-sample RMS log error (censored points count only when violated);
+    ``aic = 2 (constants + 1) + 2 nll``.
     """
 
     law: str
@@ -864,8 +948,7 @@ class NoFit:
 
 
 def _log_residuals(law: Law, theta, d: _Data) -> np.ndarray:
-    pred = np.maximum(law.predict(list(theta), d.xc, d.x1, d.T), PRED_FLOOR)
-    r = np.log(pred) - d.y
+    r = _ln_law(law, list(theta), d) - d.y
     r = np.where(d.c == 1, np.minimum(r, 0.0), r)
     return np.where(d.c == -1, np.maximum(r, 0.0), r)
 
@@ -888,9 +971,17 @@ def _expanded_alpha(alpha: float, n: int, p: int) -> float:
     return float(2 * norm.sf(z))
 
 
-def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: int = 1000,
+def _check_n_boot(n_boot: int, name: str = "n_boot") -> None:
+    if n_boot != 0 and n_boot < MIN_BOOT:
+        raise ValueError(f"{name} must be 0 (no CI) or >= {MIN_BOOT}, got {n_boot}")
+
+
+def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: int = N_BOOT,
             seed: int = 0, level: float = 0.95) -> FitResult:
     """Fit one law to the pooled points of ``boundaries`` by censored-normal maximum likelihood.
+
+    The optimiser is ``scipy.optimize.minimize`` (SLSQP within ``_bounds``) from several starts;
+    each bootstrap resample starts from the fit to all points.
 
     Parameters
     ----------
@@ -912,16 +1003,15 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
     Raises
     ------
     ValueError
-        Too few interior points or budgets for the law (the message starts "cannot fit"), bad
-        ``n_boot`` or ``level``.
+        Too few interior points or budgets for the law, or no start converged (the message
+        starts "cannot fit"), bad ``n_boot`` or ``level``.
 
     References
     ----------
     Tobin (1958) for the censored-normal likelihood; Hesterberg (2015) for the expanded interval.
     """
     law = get_law(law)
-    if n_boot != 0 and n_boot < MIN_BOOT:
-        raise ValueError(f"n_boot must be 0 (no confidence interval) or >= {MIN_BOOT}, got {n_boot}")
+    _check_n_boot(n_boot)
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     bs = [boundaries] if isinstance(boundaries, Boundary) else list(boundaries)
@@ -931,17 +1021,12 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
     why = _requirement(law, d)
     if why is not None:
         raise ValueError(f"law {law.name}: {why}")
-    lo, hi = _bounds(law)
-    starts = _starts(law)
-
-    def f_of(W):
-        return lambda phi, idx: _tobit_nll(law, phi, d, W[idx])
-    ones = np.ones((len(starts), len(d.y)))
-    phis, vals = _minimize(f_of(ones), starts, lo, hi)
-    phi = phis[int(np.argmin(vals))]
+    best = _minimize(law, d, np.ones(len(d.y)), _starts(law))
+    if best is None:
+        raise ValueError(f"law {law.name}: cannot fit (the optimiser converged from no start)")
+    v, nll = best
     p = len(law.param_names)
-    theta = np.array([float(t) for t in law.to_theta(phi[:-1])])
-    nll = float(np.min(vals))
+    theta = np.array([float(t) for t in law.to_theta(v[:p])])
 
     ci_lo = ci_hi = np.full(p, np.nan)
     skipped = 0
@@ -954,23 +1039,23 @@ def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: in
     else:
         rng = np.random.default_rng(seed)
         counts = rng.multinomial(d.n_units, np.full(d.n_units, 1.0 / d.n_units), size=n_boot)
-        W = counts[:, d.unit].astype(float)
-        W = W[_check_fittable(law, d, W)]
-        skipped = n_boot - len(W)
-        if len(W) < n_boot / 2:
-            note = (f"no CI (only {len(W)} of {n_boot} resamples have enough interior points; "
+        boots = []
+        for w in counts[:, d.unit].astype(float):
+            res = _minimize(law, d, w, [v]) if _requirement(law, d, w) is None else None
+            if res is not None:
+                boots.append(law.to_theta(res[0][:p]))
+        skipped = n_boot - len(boots)
+        if len(boots) < n_boot / 2:
+            note = (f"no CI (only {len(boots)} of {n_boot} resamples could be fitted; "
                     f"{d.unit_note})")
         else:
-            boots, _ = _minimize(f_of(W), np.tile(phi, (len(W), 1)), lo, hi)
-            tb = np.array([np.ravel(t) for t in law.to_theta(boots[:, :-1].T)]).T
             alpha = _expanded_alpha(1 - level, d.n_units, p) / 2
-            ci_lo, ci_hi = np.quantile(tb, alpha, axis=0), np.quantile(tb, 1 - alpha, axis=0)
+            ci_lo, ci_hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
             note = d.unit_note + (" (few units: a coarse interval)" if d.n_units < 5 else "")
     r = _log_residuals(law, theta, d)
     return FitResult(law.name, law.param_names, theta, np.asarray(ci_lo), np.asarray(ci_hi),
                      float(np.sqrt(np.mean(r ** 2))), len(d.y), int(np.sum(d.c != 0)),
-                     float(SIGMA_MIN + math.exp(phi[-1])), nll, 2 * (p + 1) + 2 * nll, note,
-                     skipped)
+                     math.exp(v[p]), nll, 2 * (p + 1) + 2 * nll, note, skipped)
 
 
 def _reason(e: ValueError) -> str:
@@ -978,11 +1063,11 @@ def _reason(e: ValueError) -> str:
     return str(e).split(": ", 1)[-1]
 
 
-def fit_all(boundaries, *, laws: dict[str, Law] | None = None, n_boot: int = 1000,
+def fit_all(boundaries, *, laws: dict[str, Law] | None = None, n_boot: int = N_BOOT,
             seed: int = 0) -> dict[str, FitResult | NoFit]:
     """Fit every law (default ``LAWS`` and ``REFERENCE``); a law that cannot be fitted is a
     ``NoFit`` with the reason, the others are still fitted."""
-    laws = dict(LAWS, **{REFERENCE.name: REFERENCE}) if laws is None else laws
+    laws = DEFAULT_LAWS if laws is None else laws
     out = {}
     for name, law in laws.items():
         try:
@@ -1033,7 +1118,7 @@ def compare_held_out(boundaries: list[Boundary], *, laws: dict[str, Law] | None 
     ValueError
         No two boundaries at one budget.
     """
-    laws = dict(LAWS, **{REFERENCE.name: REFERENCE}) if laws is None else laws
+    laws = DEFAULT_LAWS if laws is None else laws
     pairs = [(i, j) for i, a in enumerate(boundaries) for j, b in enumerate(boundaries)
              if i != j and a.budget == b.budget]
     if not pairs:
@@ -1043,7 +1128,7 @@ def compare_held_out(boundaries: list[Boundary], *, laws: dict[str, Law] | None 
     return _held_out(laws, folds, rms_log_error)
 
 
-def per_budget_constants(boundaries: list[Boundary], *, scale: str = "xi_c", n_boot: int = 1000,
+def per_budget_constants(boundaries: list[Boundary], *, scale: str = "xi_c", n_boot: int = N_BOOT,
                          seed: int = 0) -> dict[float, FitResult | NoFit]:
     """The constant a(T) of ``a*<scale>`` fitted separately at each budget T (protocols pooled).
 
@@ -1101,7 +1186,6 @@ class Analysis:
     """Everything ``report`` prints and ``plot`` draws (see ``run_fits``)."""
 
     boundaries: tuple
-    labels: tuple                 # unique display labels, by index
     per_boundary: tuple           # one {law: FitResult | NoFit} per boundary
     pooled: dict | None           # over all boundaries (None with one boundary)
     held_out: dict | None         # compare_held_out (None without two boundaries at one budget)
@@ -1114,15 +1198,17 @@ class Analysis:
     best_why: str
     notes: tuple = ()
 
+    @property
+    def labels(self) -> tuple:
+        """Unique display labels, by index (equal labels are numbered)."""
+        count = defaultdict(int)
+        for b in self.boundaries:
+            count[b.label] += 1
+        return tuple(f"{b.label} #{i + 1}" if count[b.label] > 1 else b.label
+                     for i, b in enumerate(self.boundaries))
 
-def _unique_labels(bs) -> tuple:
-    count = defaultdict(int)
-    for b in bs:
-        count[b.label] += 1
-    return tuple(f"{b.label} #{i + 1}" if count[b.label] > 1 else b.label for i, b in enumerate(bs))
 
-
-def run_fits(boundaries: list[Boundary], *, n_boot: int = 1000, seed: int = 0, scale: str = "xi_c",
+def run_fits(boundaries: list[Boundary], *, n_boot: int = N_BOOT, seed: int = 0, scale: str = "xi_c",
              progress: bool = False, notes=()) -> Analysis:
     """Per-boundary and pooled fits, held-out comparisons and the budget analysis.
 
@@ -1151,8 +1237,7 @@ def run_fits(boundaries: list[Boundary], *, n_boot: int = 1000, seed: int = 0, s
     bs = list(boundaries)
     if not bs:
         raise ValueError("boundaries is empty: nothing to fit")
-    if n_boot != 0 and n_boot < MIN_BOOT:
-        raise ValueError(f"n_boot must be 0 (no confidence interval) or >= {MIN_BOOT}, got {n_boot}")
+    _check_n_boot(n_boot)
     budget_laws(scale)   # validates scale
     Ts = sorted({b.budget for b in bs if b.budget is not None})
     with_budgets = len(Ts) >= 2
@@ -1201,7 +1286,7 @@ def run_fits(boundaries: list[Boundary], *, n_boot: int = 1000, seed: int = 0, s
         theta = chosen.theta
     elif best is not None:
         best, why = None, f"the winner {best} could not be fitted on all points"
-    return Analysis(tuple(bs), _unique_labels(bs), tuple(per_boundary), pooled, held, scale,
+    return Analysis(tuple(bs), tuple(per_boundary), pooled, held, scale,
                     per_T, fits_T, held_T, best, theta, why, tuple(notes))
 
 
@@ -1233,7 +1318,8 @@ def _fit_table(fits: dict) -> list[str]:
     lines += ["", "CI: " + "; ".join(notes) + "."] if notes else []
     skipped = [f"{f.law} {f.n_skipped}" for f in fitted if f.n_skipped]
     if skipped:
-        lines.append("Resamples skipped (too few interior points to fit): " + ", ".join(skipped) + ".")
+        lines.append("Resamples skipped (too few interior points, or no convergence): "
+                     + ", ".join(skipped) + ".")
     return lines + [""]
 
 
@@ -1247,7 +1333,7 @@ def _held_table(comp: dict, keys: list, head: Callable) -> list[str]:
     return lines + ([""] + [f"n/a: {r}" for r in reasons] if reasons else []) + [""]
 
 
-def report(analysis: Analysis | list[Boundary], *, n_boot: int = 1000, seed: int = 0,
+def report(analysis: Analysis | list[Boundary], *, n_boot: int = N_BOOT, seed: int = 0,
            header: str = "") -> str:
     """Markdown report: boundaries, fits with CIs, held-out tables, budget analysis, winner.
 
@@ -1261,9 +1347,8 @@ def report(analysis: Analysis | list[Boundary], *, n_boot: int = 1000, seed: int
         lines += [f"### Boundary #{i + 1}: {lab}{thr}\n",
                   "| sigma_w^2 | L_max | censoring | bracketing depths | xi_c | xi_1 | 6 xi_c |",
                   "|---|---|---|---|---|---|---|"]
-        lower = b.lower if b.lower is not None else np.full(len(b.L_max), np.nan)
-        upper = b.upper if b.upper is not None else np.full(len(b.L_max), np.nan)
-        for s, L, c, lo, hi, xc, x1 in zip(b.sigma_w2, b.L_max, b.censor, lower, upper, b.xi_c, b.xi_1):
+        for s, L, c, lo, hi, xc, x1 in zip(b.sigma_w2, b.L_max, b.censor, b.lower, b.upper, b.xi_c,
+                                           b.xi_1):
             cs = {0: "", 1: "> (every depth with data trains)", -1: "< (no depth trains)"}[int(c)]
             br = f"{lo:g}-{hi:g}" if np.isfinite(lo) and np.isfinite(hi) else ""
             lines.append(f"| {s:g} | {L:.1f} | {cs} | {br} | {xc:.2f} | {x1:.2f} | {6 * xc:.1f} |")
@@ -1347,7 +1432,7 @@ def plot(analysis: Analysis, path) -> Path:
             im = ax.pcolormesh(_edges(b.sigma_w2), _edges(b.depths), b.accuracy, cmap=style.CMAP,
                                vmin=0.0, vmax=1.0)
         fine = np.linspace(b.sigma_w2.min(), b.sigma_w2.max(), 100) if len(b.sigma_w2) > 1 else b.sigma_w2
-        xc, x1 = depth_scales(fine, b.keep, activation=b.activation, sigma_b2=b.sigma_b2)
+        xc, x1 = depth_scales(fine, b.noise, activation=b.activation, sigma_b2=b.sigma_b2)
         ax.plot(fine, 6 * xc, color=style.color(1), label=r"$6\,\xi_c$ (Schoenholz)", gid="6xi_c")
         if law is not None:
             T = b.budget if b.budget is not None else np.nan
@@ -1381,9 +1466,9 @@ def plot(analysis: Analysis, path) -> Path:
 
 
 def fit_table(path, *, activation: str | None = None, sigma_b2: float | None = None,
-              keep: float | None = None, dataset: str | None = None, per_step: str = "last",
-              threshold: float = 0.5, relative: bool = True, n_classes: int | None = None,
-              n_boot: int = 1000, seed: int = 0, scale: str = "xi_c") -> Analysis:
+              keep: float | None = None, noise=None, dataset: str | None = None,
+              per_step: str = "last", threshold: float = 0.5, relative: bool = True,
+              n_classes: int | None = None, n_boot: int = N_BOOT, seed: int = 0, scale: str = "xi_c") -> Analysis:
     """``python -m experiments.fit --table`` in Python: read, extract boundaries, fit.
 
     Parameters are those of ``read_table``, ``extract_boundaries`` and ``run_fits``; warnings
@@ -1399,7 +1484,7 @@ def fit_table(path, *, activation: str | None = None, sigma_b2: float | None = N
         rows = read_table(path, dataset=dataset)
         bs = extract_boundaries(rows, metric="accuracy", per_step=per_step, threshold=threshold,
                                 relative=relative, n_classes=n_classes, activation=activation,
-                                sigma_b2=sigma_b2, keep=keep)
+                                sigma_b2=sigma_b2, keep=keep, noise=noise)
     for w in caught:
         warnings.warn(w.message, stacklevel=2)
     return run_fits(bs, n_boot=n_boot, seed=seed, scale=scale,
@@ -1410,30 +1495,20 @@ def fit_table(path, *, activation: str | None = None, sigma_b2: float | None = N
 # command line
 
 
-def _floats(s):
-    try:
-        return [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {s!r}") from None
-
-
-def _ints(s):
-    try:
-        return [int(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {s!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     from meanfield.activations import ACTIVATIONS
+    from meanfield.cli.args import grid
     p = argparse.ArgumentParser(prog="python -m experiments.fit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("input (exactly one)")
     src.add_argument("--db", type=Path, help="SQLite file written by experiments.trainability")
     src.add_argument("--table", type=Path, help="long-format CSV: sigma_w2, depth, accuracy, ...")
-    src.add_argument("--sigma-w2", type=_floats, help="boundary given directly: sigma_w^2 values")
-    src.add_argument("--lmax", type=_floats, help="boundary given directly: L_max values")
-    src.add_argument("--censor", type=_ints, help="per given point: 0 interior, 1 lower bound, -1 upper bound")
+    src.add_argument("--sigma-w2", type=grid(lo=0, lo_open=True),
+                     help="boundary given directly: sigma_w^2 values > 0 (a,b,c or start:stop:step)")
+    src.add_argument("--lmax", type=grid(lo=0, lo_open=True),
+                     help="boundary given directly: L_max values > 0, one per sigma_w^2 value")
+    src.add_argument("--censor", type=grid(integer=True),
+                     help="per given point: 0 interior, 1 lower bound, -1 upper bound")
     p.add_argument("--metric", default=None, choices=("eval_acc", "train_acc_last", "test_acc"),
                    help="accuracy column of a --db (default eval_acc)")
     p.add_argument("--per-step", choices=("last", "each"), default=None,
@@ -1447,12 +1522,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of classes (chance level); default from the data set name")
     p.add_argument("--dataset", help="only this data set")
     p.add_argument("--keep", type=float, default=None,
-                   help="keep probability rho in (0, 1] of a given boundary or of a table without "
-                        "a keep column (default 1.0, with a warning)")
+                   help="keep probability rho in (0, 1] of dropout, for a given boundary or rows "
+                        "without a keep or noise column (default 1.0, with a warning)")
+    p.add_argument("--noise", default=None,
+                   help="instead of --keep: any noise layer by its spec, e.g. "
+                        "\"sparseout(keep=0.9, s=1.5)\" or \"gaussian(sigma_eps2=0.1)\"")
     p.add_argument("--sigma-b2", type=float, default=None, help="sigma_b^2 >= 0 (default 0.05)")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="(default tanh)")
-    p.add_argument("--bootstrap", type=int, default=1000,
-                   help=f"bootstrap resamples: 0 (no CI) or >= {MIN_BOOT} (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=N_BOOT,
+                   help=f"bootstrap resamples: 0 (no CI) or >= {MIN_BOOT} (default {N_BOOT}; "
+                        f"1000 or more for final numbers)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget-scale", choices=list(SCALES), default="xi_c",
                    help="depth scale of the budget laws a(T) * scale (default xi_c)")
@@ -1472,17 +1551,13 @@ def _check(args) -> None:
     if given:
         if args.sigma_w2 is None or args.lmax is None:
             raise ValueError("--sigma-w2 and --lmax must be given together")
-        if not args.sigma_w2 or any(not (math.isfinite(v) and v > 0) for v in args.sigma_w2):
-            raise ValueError(f"--sigma-w2 values must be finite and > 0, got {args.sigma_w2}")
-        if any(not (math.isfinite(v) and v > 0) for v in args.lmax):
-            raise ValueError(f"--lmax values must be finite and > 0, got {args.lmax}")
         if len(args.lmax) != len(args.sigma_w2):
             raise ValueError(f"--lmax needs one value per --sigma-w2 value ({len(args.sigma_w2)}), "
                              f"got {len(args.lmax)}")
         if args.censor is not None and (len(args.censor) != len(args.sigma_w2)
-                                        or not set(args.censor) <= {-1, 0, 1}):
+                                        or not np.all(np.isin(args.censor, (-1, 0, 1)))):
             raise ValueError(f"--censor needs one value in {{-1, 0, 1}} per --sigma-w2 value, got "
-                             f"{args.censor}")
+                             f"{args.censor.tolist()}")
         for flag, v in (("--per-step", args.per_step), ("--metric", args.metric),
                         ("--dataset", args.dataset), ("--classes", args.classes)):
             if v is not None:
@@ -1493,6 +1568,13 @@ def _check(args) -> None:
         raise ValueError("--metric applies to --db; a table's metric is its accuracy column")
     if args.keep is not None and not 0 < args.keep <= 1:
         raise ValueError(f"--keep (keep probability rho) must be in (0, 1], got {args.keep}")
+    if args.noise is not None:
+        if args.keep is not None:
+            raise ValueError("give --keep (dropout) or --noise (any noise layer), not both")
+        try:
+            _noise_layer(args.noise)
+        except ValueError as e:
+            raise ValueError(f"--noise: {e}") from None
     if args.sigma_b2 is not None and not (math.isfinite(args.sigma_b2) and args.sigma_b2 >= 0):
         raise ValueError(f"--sigma-b2 must be finite and >= 0, got {args.sigma_b2}")
     if args.absolute and not 0 <= args.threshold <= 1:
@@ -1501,8 +1583,7 @@ def _check(args) -> None:
         raise ValueError(f"--threshold (relative) must be in (0, 1), got {args.threshold}")
     if args.classes is not None and args.classes < 2:
         raise ValueError(f"--classes must be >= 2, got {args.classes}")
-    if args.bootstrap != 0 and args.bootstrap < MIN_BOOT:
-        raise ValueError(f"--bootstrap must be 0 (no CI) or >= {MIN_BOOT}, got {args.bootstrap}")
+    _check_n_boot(args.bootstrap, "--bootstrap")
     if args.plot is not None:
         if args.plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise ValueError(f"--plot must end in .png, .pdf or .svg, got {args.plot}")
@@ -1520,11 +1601,12 @@ def main(argv=None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.sigma_w2 is not None:
-                if args.keep is None:
-                    warnings.warn("no --keep: keep = 1.0 (no dropout) assumed")
+                if args.keep is None and args.noise is None:
+                    warnings.warn("no --keep or --noise: keep = 1.0 (no dropout) assumed")
+                layer = args.noise if args.noise is not None else (args.keep or 1.0)  # 1.0: no keep
                 bounds = [boundary_from_arrays(
-                    args.sigma_w2, args.lmax, keep=1.0 if args.keep is None else args.keep,
-                    censor=args.censor, activation=args.activation or "tanh",
+                    args.sigma_w2, args.lmax, noise=layer, censor=args.censor,
+                    activation=args.activation or "tanh",
                     sigma_b2=0.05 if args.sigma_b2 is None else args.sigma_b2)]
                 header = "## Trainable-depth fit of a given boundary"
             else:
@@ -1536,7 +1618,7 @@ def main(argv=None) -> int:
                 bounds = extract_boundaries(
                     rows, threshold=args.threshold, relative=not args.absolute, metric=metric,
                     per_step=per_step, n_classes=args.classes, activation=args.activation,
-                    sigma_b2=args.sigma_b2, keep=args.keep)
+                    sigma_b2=args.sigma_b2, keep=args.keep, noise=args.noise)
                 thr = (f"relative {args.threshold:g} of the way from chance to the best cell"
                        if not args.absolute else f"accuracy {args.threshold:g}")
                 header = (f"## Trainable-depth fit of {args.db or args.table}\n\nmetric {metric}; "

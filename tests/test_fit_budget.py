@@ -30,14 +30,14 @@ def test_log_law_recovered_within_ci_and_preferred_on_held_out_budgets():
     for k in range(5):
         bs = _sweep(np.random.default_rng(20 + k))
         assert sum(int(b.censor.sum()) for b in bs) >= 8     # the grid top censors some points
-        r = fit.fit_law(LOG_LAW, bs, n_boot=200, seed=k)
+        r = fit.fit_law(LOG_LAW, bs, n_boot=fit.MIN_BOOT, seed=k)
         assert r.ci_note.startswith("resampling the 15 sigma_w^2 grid points of one protocol")
         covered += bool(r.ci_low[0] <= A0 <= r.ci_high[0] and r.ci_low[1] <= A1 <= r.ci_high[1])
         fits.append(r.theta)
         comp = fit.compare_budgets(bs)
         assert sorted(comp[LOG_LAW]["errors"]) == list(BUDGETS)
         assert comp[LOG_LAW]["mean"] < 0.8 * comp["a*xi_c"]["mean"], comp
-    assert covered >= 3, fits
+    assert covered >= 3, fits   # joint coverage 0.9 (60 other sweeps): P(< 3 of 5) ~ 0.009
     # unbiased: over 200 such sweeps the mean fit was (1.001, 0.801) with sd (0.44, 0.076), so the
     # median of five lies within about 2.5 of its standard deviations (0.6, 0.1) of the truth
     assert abs(np.median([t[0] for t in fits]) - A0) < 0.6
@@ -46,7 +46,7 @@ def test_log_law_recovered_within_ci_and_preferred_on_held_out_budgets():
 
 def test_per_budget_constant_follows_a_of_T():
     bs = _sweep(np.random.default_rng(3), n=25, noise=0.05)
-    per = fit.per_budget_constants(bs, n_boot=200)
+    per = fit.per_budget_constants(bs, n_boot=fit.MIN_BOOT)
     assert list(per) == [float(T) for T in BUDGETS]
     a_T = A0 + A1 * np.log(BUDGETS)
     np.testing.assert_allclose([f.theta[0] for f in per.values()], a_T, rtol=0.05)
@@ -119,7 +119,7 @@ def test_separate_sweeps_in_a_database_are_separate_budgets(tmp_path):
 
 def test_report_has_the_budget_analysis():
     bs = _sweep(np.random.default_rng(5))
-    text = fit.report(bs, n_boot=100)
+    text = fit.report(bs, n_boot=0)
     assert "### Training budget: per-budget constant a(T) of a*xi_c" in text
     assert "### Held-out budgets" in text and "**Budget winner:" in text
     assert "Law drawn: " in text and "held-out-budget" in text

@@ -57,7 +57,8 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
     Parameters
     ----------
     boundaries : list of experiments.fit.Boundary
-        Boundaries with budgets (``extract_boundaries(..., per_step='each')``).
+        Boundaries with budgets (``extract_boundaries(..., per_step='each')``), one panel per
+        protocol, titled by its noise layer.
     law_fit : experiments.fit.FitResult, optional
         A budget-aware law fitted on every budget (None: points only).
     per_budget : dict, optional
@@ -71,8 +72,9 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
     -------
     fig, data
         The figure and every plotted array under the ``gid`` of its line:
-        ``<keep>/<sigma_w2>/L_max`` (with ``.../T`` and ``.../censor``), ``<keep>/<sigma_w2>/law``
-        (over ``T_fine``), ``a(T)/per_budget`` and ``a(T)/law``.
+        ``<panel>/<sigma_w2>/L_max`` (with ``.../T`` and ``.../censor``), ``<panel>/<sigma_w2>/law``
+        (over ``T_fine``), ``a(T)/per_budget`` and ``a(T)/law``; ``<panel>`` is the keep
+        probability (``0.98``) for dropout, else the noise layer's spec.
     """
     from experiments import fit as fitmod
     bs = [b for b in boundaries if b.budget is not None]
@@ -82,6 +84,7 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
     for b in bs:
         panels.setdefault(b.protocol, []).append(b)
     panels = sorted(panels.values(), key=lambda g: -g[0].keep)
+    from meanfield.noise import Dropout
     Ts = np.array(sorted({b.budget for b in bs}))
     T_fine = np.geomspace(Ts.min(), Ts.max(), 60)
     law = fitmod.get_law(law_fit.law) if law_fit is not None else None
@@ -89,7 +92,8 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
     data = {"T_fine": T_fine, "budgets": Ts}
     for ax, group in zip(axes[0], panels):
         group = sorted(group, key=lambda b: b.budget)
-        keep = group[0].keep
+        noise = group[0].noise
+        panel = f"{noise.keep:g}" if type(noise) is Dropout else noise.spec()
         for k, s in enumerate(_chosen_sigmas(group, n_sigma)):
             T, L, cens, xc, x1 = [], [], [], None, None
             for b in group:
@@ -98,7 +102,7 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
                     T.append(b.budget); L.append(b.L_max[j[0]]); cens.append(b.censor[j[0]])
                     xc, x1 = b.xi_c[j[0]], b.xi_1[j[0]]
             T, L, cens = np.array(T), np.array(L), np.array(cens)
-            key = f"{keep:g}/{s:g}"
+            key = f"{panel}/{s:g}"
             data[f"{key}/T"], data[f"{key}/L_max"], data[f"{key}/censor"] = T, L, cens
             for c, mk in ((0, "o"), (1, "^"), (-1, "v")):
                 sel = cens == c
@@ -109,7 +113,8 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
                 pred = law.predict(list(law_fit.theta), xc, x1, T_fine)
                 ax.plot(T_fine, pred, color=style.color(k), gid=f"{key}/law")
                 data[f"{key}/law"] = pred
-        ax.set_title(style.keep_label(keep), fontsize=8)
+        ax.set_title(style.keep_label(noise.keep) if type(noise) is Dropout else noise.spec(),
+                     fontsize=8)
     axes[0, 0].set_ylabel(r"trainable depth $L_{max}$")
     ax = axes[0, -1]
     if per_budget:
@@ -118,7 +123,8 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
         a = np.array([f.theta[0] for _, f in ok])
         lo = np.array([f.ci_low[0] for _, f in ok])
         hi = np.array([f.ci_high[0] for _, f in ok])
-        err = np.where(np.isfinite(lo), np.vstack([a - lo, hi - a]), 0.0)
+        # a percentile interval may end a rounding error beside the estimate: no negative bars
+        err = np.where(np.isfinite(lo), np.clip(np.vstack([a - lo, hi - a]), 0.0, None), 0.0)
         ax.errorbar(Ta, a, yerr=err, fmt="o", color="k", ms=4, gid="a(T)/per_budget",
                     label="a(T) fitted per budget")
         data["a(T)/per_budget"] = np.vstack([Ta, a, lo, hi])
