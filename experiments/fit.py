@@ -133,7 +133,9 @@ def _noise_layer(noise):
     probability of dropout."""
     from meanfield.noise import Dropout, NoiseLayer, noise_from_spec
     if isinstance(noise, NoiseLayer):
-        return noise.scalar()
+        if noise.shape != ():
+            raise ValueError(f"noise must have scalar parameters (one layer per boundary), got {noise!r}")
+        return noise
     if isinstance(noise, str):
         return noise_from_spec(noise)
     if isinstance(noise, (int, float, np.integer, np.floating)) and not isinstance(noise, bool):

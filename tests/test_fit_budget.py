@@ -136,7 +136,7 @@ def test_budget_figure_draws_the_fitted_law():
         for T in BUDGETS:
             L = law.predict([A0, A1], xc, xc, float(T)) * (1 + 0.02 * np.cos(sws * T))
             bs.append(fit.boundary_from_arrays(sws, L, keep=keep, budget=float(T)))
-    bs = [fit.Boundary(b.label, b.keep, b.sigma_w2, b.L_max, b.censor, b.xi_c, b.xi_1,
+    bs = [fit.Boundary(b.label, b.noise, b.sigma_w2, b.L_max, b.censor, b.xi_c, b.xi_1,
                        budget=b.budget, protocol=(("keep", b.keep),)) for b in bs]
     f = fit.fit_law(LOG_LAW, bs, n_boot=0)
     per = fit.per_budget_constants(bs, n_boot=100)

@@ -131,3 +131,27 @@ def test_noise_errors_name_the_problem(tmp_path, capsys, table, args, msg):
     assert fit.main(["--table", str(p), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and msg in err and "Traceback" not in err, err
+
+
+def test_boundary_takes_a_layer_its_spec_or_a_keep():
+    args = (np.array([1.5]), np.array([10.0]), np.zeros(1, int), np.ones(1), np.ones(1))
+    assert fit.Boundary("a", GAUSS, *args).noise is GAUSS
+    assert fit.Boundary("b", "gaussian(sigma_eps2=0.1)", *args).noise == GAUSS
+    assert fit.Boundary("c", 0.9, *args).noise == Dropout(keep=0.9)
+    assert fit.Boundary("c", 0.9, *args).keep == 0.9 and fit.Boundary("a", GAUSS, *args).keep == 1.0
+    with pytest.raises(ValueError, match="noise must be a meanfield noise layer"):
+        fit.Boundary("d", None, *args)
+    with pytest.raises(ValueError, match="noise must have scalar parameters"):
+        fit.Boundary("e", Dropout(keep=np.array([0.9, 0.8])), *args)
+
+
+def test_budget_figure_panel_of_a_noise_layer():
+    pytest.importorskip("matplotlib")
+    from experiments.figures.budget import draw
+    bs = [fit.boundary_from_arrays([1.5, 2.5], [10 * np.log(T), 20 * np.log(T)], noise=GAUSS,
+                                   budget=float(T)) for T in (100, 1000)]
+    fig, data = draw(bs)
+    assert fig.axes[0].get_title() == GAUSS.spec()
+    np.testing.assert_allclose(data[f"{GAUSS.spec()}/2.5/L_max"], 20 * np.log([100, 1000]))
+    import matplotlib.pyplot as plt
+    plt.close(fig)

@@ -134,7 +134,8 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
         ax.plot(T_fine, aT, color=style.color(4), gid="a(T)/law", label=law_fit.law)
         data["a(T)/law"] = aT
     ax.set_ylabel("a(T) = $L_{max}$ / depth scale")
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
     for ax in axes[0]:
         ax.set_xscale("log")
         ax.set_xticks(Ts, [f"{T:g}" for T in Ts])
