@@ -7,6 +7,7 @@ Usage::
     python -m experiments.fit --db results/trainability_cpu.sqlite --per-step each  # budgets T
     python -m experiments.fit --table heatmap.csv --keep 0.98 --plot heatmap.png
     python -m experiments.fit --sigma-w2 1.5,2,3 --lmax 60,90,40 --keep 0.98   # a published boundary
+    python -m experiments.fit --sigma-w2 1.5:2.5:0.5 --lmax 60,90,40 --noise "sparseout(keep=0.9, s=1.5)"
 
 **Inputs.** ``--db``: rows of ``experiments.trainability``. ``--table FILE.csv`` (``read_table`` /
 ``fit_table`` in Python): a long-format CSV, one row per evaluation of a network, with the required
@@ -50,10 +51,11 @@ does, ``L_max`` < the shallowest (left-censored).
 
 **Laws** (``LAWS``), with theory depth scales from ``depth_scales`` (``meanfield.analyze`` with the
 boundary's noise layer, xi capped at ``XI_CAP`` where it diverges at criticality): ``a*xi_c``,
-``a*xi_1``, ``a*min(xi_1,xi_c)``, ``a*xi_c+b``; ``two-scale``: ``1/L = 1/(a xi_c) + 1/(b xi_1)`` (both scales limit depth, the smaller
-dominates smoothly); ``constant``: ``L = b`` (no theory, e.g. a limit set by the budget);
-``6*xi_c`` (Schoenholz et al.) is the fixed reference. Budget-aware laws (``budget_laws``) scale one
-depth scale by a(T): ``a``, ``a0 + a1 ln T``, ``a T^b`` and ``a_inf T / (T + T_half)``.
+``a*xi_1``, ``a*min(xi_1,xi_c)``, ``a*xi_c+b``; ``two-scale``: ``1/L = 1/(a xi_c) + 1/(b xi_1)``
+(both scales limit depth, the smaller dominates smoothly); ``constant``: ``L = b`` (no theory, e.g.
+a limit set by the budget); ``6*xi_c`` (Schoenholz et al.) is the fixed reference. Budget-aware
+laws (``budget_laws``) scale one depth scale by a(T): ``a``, ``a0 + a1 ln T``, ``a T^b`` and
+``a_inf T / (T + T_half)``.
 
 **Fit: censored-normal (Tobit) likelihood** on ln L_max: ``ln L_max = ln L_law + e``, ``e ~ N(0,
 sigma^2)``, with sigma fitted alongside the constants (floored at ``SIGMA_MIN``, 1 % in depth, so
@@ -64,9 +66,9 @@ only when the law predicts below (or within about sigma of) it. Confidence inter
 percentile bootstrap (95 %; Hesterberg 2015: the plain percentile interval covered 6 in only ~77 %
 of synthetic 12-point sweeps) resampling *whole protocols* when several are pooled (their constants
 differ), else the sigma_w^2 grid points of the one protocol (each with all its budgets); the output
-says which. ``--bootstrap 0`` means no CI; the default is ``N_BOOT`` (400) resamples. The likelihood is
-maximised by ``scipy.optimize.minimize`` (SLSQP, bounded) from several starts, each resample from
-the fit to all points.
+says which. ``--bootstrap 0`` means no CI; the default is ``N_BOOT`` (400) resamples. The
+likelihood is maximised by ``scipy.optimize.minimize`` (SLSQP, bounded) from several starts, each
+resample from the fit to all points.
 
 **Comparison**: each law is fitted on one boundary and scored on every other boundary at the same
 budget (another keep, data set or panel) by the RMS of the log residuals ``ln L_law - ln L_max``,
@@ -134,7 +136,8 @@ def _noise_layer(noise):
     from meanfield.noise import Dropout, NoiseLayer, noise_from_spec
     if isinstance(noise, NoiseLayer):
         if noise.shape != ():
-            raise ValueError(f"noise must have scalar parameters (one layer per boundary), got {noise!r}")
+            raise ValueError(f"noise must have scalar parameters (one layer per boundary), "
+                             f"got {noise!r}")
         return noise
     if isinstance(noise, str):
         return noise_from_spec(noise)
