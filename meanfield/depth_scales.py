@@ -21,15 +21,17 @@ __all__ = ["depth_scale", "gradient_depth_scale", "q_star", "c_star", "chi_1", "
 
 
 def depth_scale(chi):
-    """xi = -1 / ln chi for a contracting slope chi in [0, 1]; used for xi_q and xi_c.
+    """xi = -1 / ln |chi| for the slope chi in [-1, 1] of a map at its stable fixed point.
 
-    chi = 0 gives 0 and chi = 1 gives inf (the marginal map: no exponential approach); a chi
-    within rounding of 1 (``MARGINAL_RTOL``, 16 ulp: e.g. phi'(0)^2 of erf) counts as 1.
+    Used for xi_q and xi_c. chi = 0 gives 0 and |chi| = 1 gives inf (the marginal map: no
+    exponential approach); a |chi| within rounding of 1 (``MARGINAL_RTOL``, 16 ulp: e.g.
+    phi'(0)^2 of erf) counts as 1. A negative slope (a decreasing variance map, e.g. Sparseout
+    with s < 1 on a sigmoid) means an approach with alternating sign, at the rate |chi|.
 
     Parameters
     ----------
     chi : array_like
-        Slope of a forward map at its stable fixed point, in [0, 1].
+        Slope of a forward map at its stable fixed point, in [-1, 1].
 
     Returns
     -------
@@ -39,14 +41,14 @@ def depth_scale(chi):
     Raises
     ------
     ValueError
-        If some chi is outside [0, 1] (a map with slope > 1 has no stable fixed point there).
+        If some chi is outside [-1, 1] (a map with |slope| > 1 has no stable fixed point there).
 
     References
     ----------
     Schoenholz et al. 2017 eqs. (7), (9); docs/THEORY.md §3.
     """
-    return _xi(checked("chi (slope of a forward map at its fixed point)", chi, "lie in [0, 1]",
-                       lambda a: (a >= 0) & (a <= 1)))
+    return _xi(checked("chi (slope of a forward map at its fixed point)", chi, "lie in [-1, 1]",
+                       lambda a: np.abs(a) <= 1))
 
 
 def gradient_depth_scale(chi_1):
@@ -84,9 +86,9 @@ def gradient_depth_scale(chi_1):
 
 
 def _xi(chi):
-    """-1/ln chi, inf at chi >= 1 - MARGINAL_RTOL (a marginal slope, or one rounded above 1 at
-    a stable fixed point), NaN kept."""
-    chi = np.asarray(chi, float)
+    """-1/ln |chi|, inf at |chi| >= 1 - MARGINAL_RTOL (a marginal slope, or one rounded beyond
+    1 at a stable fixed point), NaN kept."""
+    chi = np.abs(np.asarray(chi, float))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(chi >= 1 - MARGINAL_RTOL, np.inf, -1.0 / np.log(chi))
 

@@ -128,12 +128,20 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
         hi[todo] = h
     missing = todo[hi[todo] > Q_CAP]
     if missing.size and on_missing == "raise":
-        _raise_missing(pf, missing)
+        _raise_missing(pf, missing, "no finite fixed point q*: the variance map stays above the "
+                       f"diagonal up to q = {Q_CAP:g}")
     solve = np.setdiff1d(todo, missing)
     if solve.size:
         x0 = 0.5 * (lo[solve] + hi[solve])
         q_out[solve] = safeguarded_newton(lambda q, i: fg(q, solve[i]), lo[solve].copy(),
                                           hi[solve].copy(), x0, 1e-9, "q*")
+        # a decreasing map (Sparseout with s < 1 and a large drop, phi(0) != 0) may cross the
+        # diagonal with slope chi_q < -1: that fixed point repels and q^l oscillates
+        unstable = solve[fg(q_out[solve], solve)[1] < -2]
+        if unstable.size and on_missing == "raise":
+            _raise_missing(pf, unstable, "no stable fixed point q*: the variance map crosses the "
+                           "diagonal with slope chi_q < -1 (q oscillates from layer to layer)")
+        q_out[unstable] = np.nan
     return q_out.reshape(p.shape)
 
 
@@ -165,14 +173,13 @@ def _leave_origin(F, idx, slope_minus_one):
     return start
 
 
-def _raise_missing(pf: Params, missing):
+def _raise_missing(pf: Params, missing, why):
     i = missing[0]
     point = pf.take(np.array([i]))
     noise = point.noise.take(0)
     desc = noise.spec() if noise.shape == () else noise.name
     raise NoFixedPointError(
-        f"no finite fixed point q*: the variance map stays above the diagonal up to q = {Q_CAP:g} "
-        f"for activation={pf.act.name!r}, noise={desc}, sigma_w2={pf.sigma_w2[i]:g}, "
+        f"{why} for activation={pf.act.name!r}, noise={desc}, sigma_w2={pf.sigma_w2[i]:g}, "
         f"sigma_b2={pf.sigma_b2[i]:g}{pf.noise.missing_fixed_point_hint(pf.act)}; "
         f"{missing.size} parameter point(s) affected. Pass on_missing='nan' to analyze() to mark "
         "them instead.")

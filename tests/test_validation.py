@@ -114,10 +114,10 @@ def test_error_quotes_the_offending_element():
 
 
 def test_depth_scales_name_their_argument():
-    with pytest.raises(ValueError, match=r"chi \(slope of a forward map at its fixed point\) must lie in \[0, 1\], got 2\.0"):
+    with pytest.raises(ValueError, match=r"chi \(slope of a forward map at its fixed point\) must lie in \[-1, 1\], got 2\.0"):
         mf.depth_scale(2.0)
-    with pytest.raises(ValueError, match=r"chi .* got -1\.0"):
-        mf.depth_scale(-1)
+    with pytest.raises(ValueError, match=r"chi .* got -1\.5"):
+        mf.depth_scale(-1.5)
     with pytest.raises(ValueError, match=r"chi_1 \(gradient factor per layer\) must be >= 0"):
         mf.gradient_depth_scale(-0.5)
 

@@ -37,6 +37,12 @@ def _expand(a, ndim):
     return a.reshape(a.shape + (1,) * (ndim - a.ndim))
 
 
+def _structure(act):
+    """expect() keywords for integrands in phi and |phi|^s: phi's, plus kinks at its zeros."""
+    return {"kinks": tuple(sorted(set(act.kinks) | set(act.zeros))), "scale": act.scale,
+            "width": act.width}
+
+
 def _two_point(fn, keep, r):
     """E_xi[fn(xi)] for xi = r w.p. rho, -1 w.p. 1 - rho."""
     return keep * fn(r) + (1 - keep) * fn(-1.0)
@@ -97,8 +103,6 @@ class Sparseout(NoiseLayer):
             b = np.where(mag > 0, self.c_s * mag ** ((self.s - 2) / 2), 0.0)
         return phi, dphi, a, b, k, r
 
-    def _kinks(self, act):
-        return tuple(sorted(set(act.kinks) | set(act.zeros)))
 
     def _m2(self, act, keep):
         """x -> E_xi[g(x, xi)^2] = phi^2 + r |phi|^s, for keep already broadcast against q."""
@@ -110,14 +114,14 @@ class Sparseout(NoiseLayer):
     # ------------------------------------------------------------------ protocol
     def second_moment(self, act, q):
         q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(self.keep, float))
-        return expect(self._m2(act, keep), q, kinks=self._kinks(act))
+        return expect(self._m2(act, keep), q, **_structure(act))
 
     def second_moment_slope(self, act, q):
         """dE[g^2]/dq; at q = 0 the exact limit, +inf for s < 2 (keep < 1) when phi(0) = 0 with
         phi'(0) != 0: E[r |phi|^s] ~ q^(s/2) there, so the origin always repels."""
         q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(self.keep, float))
         qp = np.where(q == 0, kernels.Q_MIN, q)
-        out = expect(kernels.stein(self._m2(act, keep), qp), qp, kinks=self._kinks(act))
+        out = expect(kernels.stein(self._m2(act, keep), qp), qp, **_structure(act))
         at_zero = [z for z in _zero_slopes(act) if z[0] == 0 and (z[1] > 0 or z[2] > 0)]
         if self.s < 2 and at_zero:
             out = np.where((q == 0) & (keep < 1), np.inf, out)
@@ -178,7 +182,7 @@ class Sparseout(NoiseLayer):
                     return 0.5 * phi * phi + (cs * rr / s) * np.abs(phi) ** s
                 qi = q[inner]
                 out[inner] = _stein_pair(psi, r[inner], np.where(qi == 0, kernels.Q_MIN, qi),
-                                         c[inner], self._kinks(act))
+                                         c[inner], _structure(act))
             rest = ~(one | inner)  # c = -1: left to the direct rule
             if np.any(rest):
                 out[rest] = self._direct_pair_source(act, q[rest], c[rest], keep[rest])
@@ -189,7 +193,7 @@ class Sparseout(NoiseLayer):
         def gg(x):
             phi, dphi, a, b, k, r = self._parts(act, x, keep)
             return _two_point(lambda xi: dphi * (1 + b * xi) * (phi + a * xi), k, r)
-        return expect_pair(gg, gg, q, c, kinks=self._kinks(act))
+        return expect_pair(gg, gg, q, c, **_structure(act))
 
     # ------------------------------------------------------------------ torch
     def torch_xi(self, u):
@@ -205,17 +209,18 @@ class Sparseout(NoiseLayer):
         return _sparseout_function().apply(p, xi, self.s, self.c_s)
 
 
-def _stein_pair(psi, r, q, c, kinks):
+def _stein_pair(psi, r, q, c, structure):
     """E[Psi'(u1) Psi'(u2)] for (u1, u2) centred Gaussian, variance q, correlation |c| < 1.
 
     With u2 = c u1 + sd z, sd = sqrt(q (1 - c^2)), integration by parts gives the inner
     h(x) = E[Psi'(c x + sd z)] = E[z Psi(c x + sd z)] / sd and h'(x) = c E[(z^2 - 1) Psi] / sd^2,
     and the outer E[Psi'(X) h(X)] = E[Psi(X) (X h(X) / q - h'(X))]: only Psi itself (continuous)
-    is ever integrated. ``psi(x, r)`` takes r broadcast against x.
+    is ever integrated. ``psi(x, r)`` takes r broadcast against x; ``structure`` are its
+    :func:`~meanfield.gauss.expect` keywords (kinks, scale, width).
     """
     sd = np.sqrt(q * (1 - c) * (1 + c))
     rr = r[..., None]
-    scale = np.sqrt(expect(lambda x: psi(x, rr) ** 2, q, kinks=kinks))
+    size = np.sqrt(expect(lambda x: psi(x, rr) ** 2, q, **structure))
 
     def outer(x):
         qq, cc, ss = q[..., None], c[..., None], sd[..., None]
@@ -225,10 +230,10 @@ def _stein_pair(psi, r, q, c, kinks):
             w = (x[..., None] * z / (qq[..., None] * ss[..., None])
                  - cc[..., None] * (z * z - 1) / ss[..., None] ** 2)
             return psi(y, rr[..., None]) * w
-        inner = expect(weighted, ss ** 2, cc * x, kinks=kinks,
-                       floor=(scale / (sd * sd) + scale * np.abs(c) / (q * sd))[..., None])
+        inner = expect(weighted, ss ** 2, cc * x, **structure,
+                       floor=(size / (sd * sd) + size * np.abs(c) / (q * sd))[..., None])
         return psi(x, rr) * inner
-    return expect(outer, q, kinks=kinks, floor=scale * scale / (q * (1 - c * c)))
+    return expect(outer, q, **structure, floor=size * size / (q * (1 - c * c)))
 
 
 def _zero_slopes(act):
@@ -265,15 +270,16 @@ def power_moment(act, q, p):
              if am > 0 or ap > 0] if p < 0 else []
     if p <= -1 and zeros:
         return np.full(q.shape, np.inf)
-    kinks = tuple(sorted(set(act.kinks) | set(act.zeros)))
+    structure = _structure(act)
 
-    def f(x):
+    def f(x):  # in logs: |phi|^p overflows where phi underflows (GELU's tail), phi'^2 -> 0 there
         phi, dphi = act.phi(x), act.dphi(x)
-        mag = np.abs(phi)
-        with np.errstate(divide="ignore"):
-            return dphi * dphi * np.where(mag > 0, mag ** p, 0.0)
+        mag, slope = np.abs(phi), np.abs(dphi)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            val = np.exp(2 * np.log(slope) + p * np.log(mag))
+        return np.where((mag > 0) & (slope > 0), val, 0.0)
     if not zeros:
-        return expect(f, q, kinks=kinks)
+        return expect(f, q, **structure)
     # subtract S = A |u|^p exp(x0 u / q) on each side of each zero; add E[S] in closed form
     qq = q[..., None]
     exact = np.zeros(q.shape)
@@ -291,7 +297,7 @@ def power_moment(act, q, p):
             out = out - np.where(u == 0, 0.0, s)
         return out
     # the remainder cancels against the closed form: judge convergence on the total's scale
-    return exact + expect(remainder, q, kinks=kinks, floor=np.abs(exact))
+    return exact + expect(remainder, q, **structure, floor=np.abs(exact))
 
 
 @lru_cache(maxsize=None)
