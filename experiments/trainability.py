@@ -57,8 +57,9 @@ Presets (every grid or protocol field can be overridden on the command line):
   network deeper than ~25 layers), checkpoint 100, 15 depths 10 ... 130 (ratio ~1.2),
   sigma_w^2 = 1.0 ... 4.0 step 0.5, keep in {1, 0.98}, MNIST, one seed (210 networks in grid mode).
 - ``cpu-large``: the paper's 31-value sigma_w^2 grid, MNIST and the CIFAR-10 subset, keep in
-  {1, 0.98}, two seeds, checkpoints, boundary search over every budget, sized for about an hour on
-  2 cores (width 48, batch 64, 200 steps).
+  {1, 0.98}, two seeds, 13 depths 6 ... 100 (ratio ~1.25), width 48, batch 64, 300 SGD steps at
+  lr 0.01 with checkpoints 60 and 150, boundary search bracketing every budget; its printed
+  estimate was about an hour on 2 cores (3224 networks in grid mode).
 - ``paper``: Huang et al.'s protocol: width 400, depth 10 ... 250 step 10, sigma_w^2 = 1.0 ... 4.0
   step 0.1, keep in {1, 0.99, 0.98, 0.95}, MNIST and CIFAR-10, SGD lr 0.003, batch 1000,
   1000 steps, checkpoints 100 and 300 (GPU advised).
@@ -90,16 +91,18 @@ from .config import (
 from .store import Store
 
 __all__ = ["Sweep", "Network", "PRESETS", "COLUMNS", "KEY", "GRID", "TABLE", "RESULTS_DIR",
-           "DATA_SHAPES", "ORACLE_A", "GPU_FLOPS", "PRECISIONS", "SweepReport", "Estimate",
+           "DATA_SHAPES", "ORACLE_A", "ORACLE_B", "GPU_FLOPS", "PRECISIONS", "SweepReport", "Estimate",
            "default_db", "open_store", "checkpoint_series", "run_sweep", "is_complete", "train_rows",
            "planned_networks", "step_flops", "estimate", "measure_flops", "main"]
 
 TABLE = "trainability"
 RESULTS_DIR = Path("results")
 DATA_SHAPES = {"mnist": (784, 10), "cifar10": (3072, 10)}   # (inputs, classes)
-# boundary of the oracle that predicts the boundary search's networks (the cpu preset's fitted
-# a*xi_c had a = 3.97 at 300 steps)
+# boundary of the oracle that predicts the boundary search's networks: L_max = ORACLE_A xi_c
+# (T / steps)^ORACLE_B at budget T (the cpu preset's fitted a*xi_c had a = 3.97 at 300 steps;
+# its boundaries at 100 steps lay about 0.6 times as deep)
 ORACLE_A = 4.0
+ORACLE_B = 0.5
 # H100 / H200 SXM: 67 TFLOP/s dense FP32 (NVIDIA datasheet) x an assumed 45 % reached by batched
 # width-400 matrix products plus the element-wise work; benchmarks/bench_gpu.py measures it
 GPU_FLOPS = 30e12
@@ -158,9 +161,10 @@ PRESETS = {
                  sigma_w2s=_steps(1.0, 4.0, 0.5), seeds=(0,), width=64, optimizer="sgd", lr=0.01,
                  batch_size=128, steps=300, checkpoints=(100,), eval_size=1000, test_size=2000,
                  max_members=32),
-    "cpu-large": Sweep(datasets=("mnist", "cifar10"), noises=_noises(1.0, 0.98), depths=CPU_DEPTHS,
+    "cpu-large": Sweep(datasets=("mnist", "cifar10"), noises=_noises(1.0, 0.98),
+                       depths=(6, 8, 10, 13, 16, 20, 25, 32, 40, 50, 64, 80, 100),
                        sigma_w2s=_steps(1.0, 4.0, 0.1), seeds=(0, 1), width=48, optimizer="sgd",
-                       lr=0.01, batch_size=64, steps=200, checkpoints=(20, 60), eval_size=1000,
+                       lr=0.01, batch_size=64, steps=300, checkpoints=(60, 150), eval_size=1000,
                        test_size=2000, max_members=32, search="boundary", search_budgets="all"),
     "paper": Sweep(datasets=("mnist", "cifar10"), noises=_noises(1.0, 0.99, 0.98, 0.95),
                    depths=tuple(range(10, 251, 10)), sigma_w2s=_steps(1.0, 4.0, 0.1), seeds=(0,),
@@ -304,17 +308,18 @@ def _probe_networks(sweep: Sweep, probes) -> list[Network]:
                           seed=seed) for c, d in probes for seed in sweep.seeds]
 
 
-def planned_networks(sweep: Sweep, oracle_a: float = ORACLE_A) -> list[Network]:
+def planned_networks(sweep: Sweep, oracle_a: float = ORACLE_A, oracle_b: float = ORACLE_B) -> list[Network]:
     """The networks a sweep trains: the grid, or for ``search='boundary'`` those the search picks
-    when a column trains up to ``oracle_a`` xi_c at every budget (a prediction)."""
+    when a column trains up to ``oracle_a`` xi_c (T / steps)^``oracle_b`` at budget T (a
+    prediction)."""
     if sweep.search == "grid":
         return sweep.networks()
     from .search import search
     xi = _columns(sweep)
 
     def oracle(probes):
-        return {(c, d): {float(T): 0.9 if d <= oracle_a * xi[c] else 0.1 for T in sweep.budgets}
-                for c, d in probes}
+        return {(c, d): {float(T): 0.9 if d <= oracle_a * xi[c] * (T / sweep.steps) ** oracle_b
+                         else 0.1 for T in sweep.budgets} for c, d in probes}
     res = search(list(xi), sweep.depths, oracle, resolution=sweep.depth_resolution,
                  budgets=_search_budgets(sweep))
     return _probe_networks(sweep, list(res.results))
@@ -669,7 +674,8 @@ def _print_estimate(sweep: Sweep, preset: str, device: str, precision: str, engi
     grid_n = len(sweep.networks())
     nets = planned_networks(sweep)
     est = estimate(sweep, nets)
-    mode = (f"boundary search (predicted: columns train up to {ORACLE_A:g} xi_c)"
+    mode = (f"boundary search (predicted: columns train up to {ORACLE_A:g} xi_c "
+            f"(T / {sweep.steps})^{ORACLE_B:g})"
             if sweep.search == "boundary" else "grid")
     print(f"trainability[{preset}]: {len(sweep.datasets)} data set(s) x {len(sweep.noises)} noise "
           f"layer(s) x {len(sweep.sigma_w2s)} sigma_w^2 x {len(sweep.depths)} depths x "
