@@ -91,14 +91,22 @@ def _converged(delta, rtol, prev_delta=None, first=False):
 def _accumulate(f, blocks):
     """(sum f(x) w, sum |f(x) w|) over the last axis, summed over the (x, w) blocks.
 
-    An integrand with ``takes_weight`` set is called as f(x, w) (the outer integrand of a pair
-    hands the weights to its inner integrals).
+    The outer integrand of a pair (``pair_integrand`` set) is called as f(x, w) (it hands the
+    weights to its inner integrals) and returns (f G, |f| E|g|): the second, not |f G|, is the
+    scale its convergence is judged against, since the inner integrals are accurate relative to
+    E|g|, not to a G that cancels.
     """
     tot = ab = 0.0
     for x, w in blocks:
-        v = (f(x, w) if getattr(f, "takes_weight", False) else f(x)) * w
+        if getattr(f, "pair_integrand", False):
+            v, a = f(x, w)
+            a = a * np.abs(w)
+        else:
+            v = f(x)
+            a = None
+        v = v * w
         tot = tot + v.sum(-1)
-        ab = ab + np.abs(v).sum(-1)
+        ab = ab + (np.abs(v) if a is None else a).sum(-1)
     return tot, ab
 
 
@@ -120,10 +128,11 @@ def _trapezoid(f, mean, sd, h, rtol, floor, weight, cost, extra=0.0, max_level=8
     step = max(1, BLOCK // max(1, rows * cost))
     # one pass gives the sums at steps h, 2h, 4h: weights of every node, every 2nd, every 4th
     blocks = ((m + s * z[j:j + step], w[:, j:j + step]) for j in range(0, z.size, step))
-    if getattr(f, "takes_weight", False):
+    if getattr(f, "pair_integrand", False):
         def three(x, w3):
-            return f(x, w3[0])[..., None, :]
-        three.takes_weight = True
+            v, a = f(x, w3[0])
+            return v[..., None, :], a[..., None, :]
+        three.pair_integrand = True
     else:
         def three(x):
             return f(x)[..., None, :]
@@ -133,7 +142,7 @@ def _trapezoid(f, mean, sd, h, rtol, floor, weight, cost, extra=0.0, max_level=8
     d1 = _delta(s2 - s4, ab, floor, weight, extra)
     d2 = _delta(est - s2, ab, floor, weight, extra)
     if d2 <= rtol or (d2 < d1 and d2 ** 3 <= rtol * d1 ** 2):
-        return est
+        return est, ab
     total, absum = est / h, ab / h
     delta, zmax = d2, z[-1]
     for _ in range(max_level):
@@ -145,7 +154,7 @@ def _trapezoid(f, mean, sd, h, rtol, floor, weight, cost, extra=0.0, max_level=8
         new = total * h
         prev, delta = delta, _delta(new - est, absum * h, floor, weight, extra)
         if _converged(delta, rtol, prev):
-            return new
+            return new, absum * h
         est = new
     raise ConvergenceError(f"trapezoid rule did not converge to rtol={rtol} with step {h}")
 
@@ -241,7 +250,7 @@ def _panel_levels(level_sum, gl_panels, ts_panels, rtol, floor, weight, singular
     g_delta = t_delta = None
     for _ in range(5):
         if g_done and t_done:
-            return g_est + t_est
+            return g_est + t_est, g_ab + t_abs
         scale = g_ab + t_abs  # both families' errors count against the whole integral
         if not g_done:
             n *= 2
@@ -258,7 +267,7 @@ def _panel_levels(level_sum, gl_panels, ts_panels, rtol, floor, weight, singular
             # coarse levels pre-asymptotic
             t_done, t_est = _converged(t_delta, rtol, prev), new
     if g_done and t_done:
-        return g_est + t_est
+        return g_est + t_est, g_ab + t_abs
     raise ConvergenceError(f"panel quadrature did not converge to rtol={rtol} (Gauss-Legendre order {n}, "
                            f"tanh-sinh step {h})")
 
@@ -300,18 +309,24 @@ def _integrate(f, mean, sd, cuts, is_kink, reg_lo, reg_hi, reg_scale, rtol, floo
 
 def _expect(f, mean, var, cuts, is_kink, reg_lo, reg_hi, reg_scale, rtol, floor=0.0, singular=False,
             weight=None, cost=1):
-    """E[f(mean + sqrt(var) z)] with per-point structure; var = 0 gives f(mean) exactly."""
+    """(E[f(mean + sqrt(var) z)], E|f|) with per-point structure; var = 0 gives f(mean) exactly."""
     sd = np.sqrt(var)
     zero = sd == 0
-    if np.all(zero):
-        return f(mean[..., None])[..., 0]
     if np.any(zero):  # a degenerate Gaussian is a point mass; keep the rules' sd > 0
+        x = mean[..., None]
+        if getattr(f, "pair_integrand", False):
+            point, point_ab = (v[..., 0] for v in f(x, np.ones(x.shape)))
+        else:
+            point = f(x)[..., 0]
+            point_ab = np.abs(point)
+        if np.all(zero):
+            return point, point_ab
         sd = np.where(zero, 1.0, sd)
-    out = _integrate(f, mean, sd, cuts, is_kink, reg_lo, reg_hi, reg_scale, rtol, floor, weight,
-                     singular, cost)
+    out, ab = _integrate(f, mean, sd, cuts, is_kink, reg_lo, reg_hi, reg_scale, rtol, floor, weight,
+                         singular, cost)
     if np.any(zero):
-        out = np.where(zero, f(mean[..., None])[..., 0], out)
-    return out
+        out, ab = np.where(zero, point, out), np.where(zero, point_ab, ab)
+    return out, ab
 
 
 def _bend_structure(pos, w):
@@ -361,11 +376,15 @@ def expect(f, var, mean=0.0, *, kinks=(), scale=np.inf, width=np.inf, bends=None
         x where f is not analytic (per point if S-shaped).
     scale : float
         Length (x units) on which f varies inside |x| <= width: the half-width of the strip around
-        the real axis where f is analytic and of moderate size. inf: f is smooth on the
-        Gaussian's scale everywhere (a polynomial, say).
+        the real axis where f is analytic and of moderate size. inf (the default): f is smooth on
+        the Gaussian's scale everywhere (a polynomial, |x|^s). This is the caller's declaration
+        and nothing checks it: an integrand built from an activation must pass its structure
+        (``**activation.structure``), or nodes spaced by the Gaussian's scale may straddle its
+        features at large variance. scale = 1 with width = inf is safe for any f whose features
+        are not finer than 1, at a cost growing with sd (refused beyond ~4000 panels).
     width : float
         Half-width of the region holding f's structure; outside it f is smooth on the Gaussian's
-        scale. inf: structure everywhere (the cost then grows with the standard deviation).
+        scale. inf: structure everywhere.
     bends : (array_like, array_like), optional
         Positions and widths w (each shape (nb,) or S + (nb,)) of smoothed kinks: f is analytic
         but turns on the length w within ~10 w of the position (a kink convolved with a Gaussian
@@ -394,7 +413,7 @@ def expect(f, var, mean=0.0, *, kinks=(), scale=np.inf, width=np.inf, bends=None
     mean, var = np.broadcast_arrays(np.asarray(mean, float), np.asarray(var, float))
     cuts, is_kink, reg = _own_structure(mean.shape, kinks, scale, width, bends)
     return _expect(f, mean, var, cuts, is_kink, reg[..., 0], reg[..., 1], reg[..., 2], rtol, floor,
-                   singular)
+                   singular)[0]
 
 
 def _shared_inner(g, mu, s, cuts, is_kink, reg, reach, rtol, weight, singular):
@@ -407,16 +426,16 @@ def _shared_inner(g, mu, s, cuts, is_kink, reg, reach, rtol, weight, singular):
     """
     near = np.abs(mu) < reach + Z_MAX * s
     sd = np.broadcast_to(s, mu.shape)
-    out = 0.0
+    out = out_ab = 0.0
     if np.any(near):
-        out = _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, weight, singular)
+        out, out_ab = _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, weight, singular)
     if np.all(near):
-        return out
+        return out, out_ab
     # g decays to its asymptote out there (tanh's e^-2|x|): relative accuracy of those rows is
     # neither possible (the window's edge) nor needed; they count against the whole outer sum
     w = np.ones(mu.shape) if weight is None else weight
-    far = _trapezoid(g, mu, sd, 0.5, rtol, 0.0, w * ~near, 1, extra=(w * near * np.abs(out)).sum(-1))
-    return np.where(near, out, far)
+    far, far_ab = _trapezoid(g, mu, sd, 0.5, rtol, 0.0, w * ~near, 1, extra=(w * near * out_ab).sum(-1))
+    return np.where(near, out, far), np.where(near, out_ab, far_ab)
 
 
 def _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, weight, singular):
@@ -433,11 +452,10 @@ def _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, weight, sing
         gv = g(y) * v  # (k,) + S + (n_y,)
         tot = ab = 0.0
         per = max(1, BLOCK // max(1, rows))
-        for j in range(0, y.shape[-1], per):
+        for j in range(0, y.shape[-1], per):  # einsum, not a (threaded) BLAS product: see kernels
             dens = _pdf((y[..., None, j:j + per] - mu[..., None]) * inv[..., None]) * inv[..., None]
-            dt = np.swapaxes(dens, -1, -2)
-            tot = tot + (gv[..., None, j:j + per] @ dt)[..., 0, :]
-            ab = ab + (np.abs(gv[..., None, j:j + per]) @ dt)[..., 0, :]
+            tot = tot + np.einsum("...j,...ij->...i", gv[..., j:j + per], dens)
+            ab = ab + np.einsum("...j,...ij->...i", np.abs(gv[..., j:j + per]), dens)
         return tot, ab
     near_w = near if weight is None else weight * near
     return _panel_levels(level_sum, *panels, rtol, 0.0, near_w, singular)
@@ -452,7 +470,9 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
     smoothed by the inner Gaussian: its region |x1| <= (width + Z s)/|c| on the scale
     max(scale, s)/|c|, and bends of width s/|c| at kink/c. The outer rule cuts there, so
     c -> +-1 (s -> 0), c -> 0 and any q cost a bounded number of nodes. Accuracy is relative to
-    E|f G| (no absolute floor: E[phi'(u1) phi'(u2)] ~ 1/q is computed to rtol relative).
+    E[|f(u1)| E(|g(u2)| | u1)]: that is the integral itself for integrands of one sign (so
+    E[phi'(u1) phi'(u2)] ~ 1/q keeps rtol relative accuracy at any q), and the scale an integral
+    that cancels, inside or outside, can be computed to.
 
     Parameters
     ----------
@@ -497,13 +517,15 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
         mean = cc * x1
         wt = np.abs(fx) * w1
         if shared:
-            return fx * _shared_inner(g, mean, s_in[..., None], icuts, ikink, ireg, extent, rtol, wt,
-                                      singular)
-        icuts_, ikink_, ireg_ = _own_structure(mean.shape, kinks, scale, width)
-        return fx * _expect(g, mean, np.broadcast_to(inner_var, mean.shape), icuts_, ikink_,
-                            ireg_[..., 0], ireg_[..., 1], ireg_[..., 2], rtol, singular=singular,
-                            weight=wt)
-    outer.takes_weight = True
+            G, Gab = _shared_inner(g, mean, s_in[..., None], icuts, ikink, ireg, extent, rtol, wt,
+                                   singular)
+        else:
+            icuts_, ikink_, ireg_ = _own_structure(mean.shape, kinks, scale, width)
+            G, Gab = _expect(g, mean, np.broadcast_to(inner_var, mean.shape), icuts_, ikink_,
+                             ireg_[..., 0], ireg_[..., 1], ireg_[..., 2], rtol, singular=singular,
+                             weight=wt)
+        return fx * G, np.abs(fx) * Gab
+    outer.pair_integrand = True
 
     return _expect(outer, np.zeros(shape), q, cuts, flags, reg[..., 0], reg[..., 1], reg[..., 2], rtol,
-                   singular=singular, cost=256)
+                   singular=singular, cost=256)[0]

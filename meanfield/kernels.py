@@ -51,7 +51,7 @@ def stein(fn, q):
 
 
 def by_scale(fn, q, *more, key=None):
-    """Apply fn to groups of points whose sqrt(q) agree within a factor 2 (and whose integer
+    """Apply fn to groups of points whose sqrt(q) agree within a factor 4 (and whose integer
     ``key`` agrees, if given), then reassemble.
 
     The trapezoid step of a batch is set by its widest Gaussian, so mixing q = 0.01 and q = 5
@@ -60,7 +60,7 @@ def by_scale(fn, q, *more, key=None):
     q = np.asarray(q, float)
     more = [np.broadcast_to(m, q.shape) for m in more]
     flat = q.ravel()
-    bins = np.floor(np.log2(np.maximum(flat, 1e-300)) / 2)
+    bins = np.floor(np.log2(np.maximum(flat, 1e-300)) / 4)
     if key is not None:
         bins = bins * 4 + np.broadcast_to(key, q.shape).ravel()
     outs = None
@@ -90,10 +90,12 @@ def _tail_square(act):
 def moments(act: Activation, keys, q):
     """One-variable kernels ``keys`` (subset of ``KEYS``) at variance q, stacked in one pass.
 
-    dA2 is the Gaussian mean of (phi^2)(x) (x^2/q - 1)/(2q) (Stein; no derivatives, kinks
-    allowed). For a bounded phi at large q that mean is O(q^-1.5) out of O(1/q) terms, so where
-    the Gaussian reaches past the activation's width the asymptote's square, whose slope is
-    known in closed form, is subtracted first (then the integrand decays outside the width).
+    dA2 = E[phi'^2 + phi phi''] cancels at large q (O(q^-1.5) from O(q^-0.5) terms for a bounded
+    phi), and so does Stein's form E[phi^2 (x^2/q - 1)/(2q)] at small q (O(1) from O(1/q) terms
+    unless phi(0) = 0). So: where the Gaussian reaches past the activation's width, Stein's form
+    of phi^2 minus its asymptote's square (whose slope is known in closed form; the integrand
+    then decays outside the width); elsewhere phi'^2 + phi phi'', or Stein's form when phi has
+    kinks (phi'' would miss their delta functions).
 
     Parameters
     ----------
@@ -115,15 +117,19 @@ def moments(act: Activation, keys, q):
 
         def one(qg):
             kinks = act.kinks
-            sq2 = lambda x: phi(x) ** 2  # noqa: E731
             slope = 0.0
-            if "dA2" in missing and act.tails is not None and Z_MAX * np.sqrt(qg.max()) > act.width:
+            if act.tails is not None and Z_MAX * np.sqrt(qg.max()) > act.width:
                 tail_sq, tail_slope, analytic = _tail_square(act)
-                sq2 = lambda x: phi(x) ** 2 - tail_sq(x)  # noqa: E731
+                da2 = stein(lambda x: phi(x) ** 2 - tail_sq(x), qg)
                 slope = tail_slope(qg)
                 kinks = kinks if analytic else tuple(sorted(set(kinks) | {0.0}))
+            elif not act.kinks:
+                def da2(x):
+                    return dphi(x) ** 2 + phi(x) * act.d2phi(x)
+            else:
+                da2 = stein(lambda x: phi(x) ** 2, qg)
             parts = {"A2": lambda x: phi(x) ** 2, "D2": lambda x: dphi(x) ** 2,
-                     "PD": lambda x: (phi(x) * dphi(x)) ** 2, "dA2": stein(sq2, qg)}
+                     "PD": lambda x: (phi(x) * dphi(x)) ** 2, "dA2": da2}
             fns = [parts[k] for k in missing]
             vals = list(expect(lambda x: np.stack([fn(x) for fn in fns]), qg, kinks=kinks,
                                scale=act.scale, width=act.width))
@@ -162,71 +168,101 @@ def clear_cache():
 
 
 def _hermite_basis():
-    """z grid and the matrix h pdf(z_j) He_n(z_j) / sqrt(n!) (n < 1024), built once (3.4 MB)."""
+    """z >= 0 grid, weights h pdf(z) of the full grid (z and -z), and h pdf(z) He_n(z) / sqrt(n!)
+    for even and odd n (n < 1024) on z >= 0, built once (3.4 MB)."""
     if not _BASIS:
-        z = np.arange(-_H_Z, _H_Z + _H_STEP / 2, _H_STEP)
+        z = np.arange(0.0, _H_Z + _H_STEP / 2, _H_STEP)
         w = _H_STEP * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
         P = np.empty((_H_N[-1], z.size))
         P[0], P[1] = 1.0, z
         for n in range(1, _H_N[-1] - 1):  # normalised recurrence: He_n / sqrt(n!) stays O(e^(z^2/4))
             P[n + 1] = (z * P[n] - np.sqrt(n) * P[n - 1]) / np.sqrt(n + 1)
-        _BASIS.update(z=z, w=w, W=P * w)
+        W = P * w
+        _BASIS.update(z=z, w=np.where(z == 0, w, 2 * w), even=W[0::2].copy(), odd=W[1::2].copy())
     return _BASIS
 
 
-def _series_coefficients(fn, sd):
-    """a_n^2 (trimmed at the Parseval tail) for each standard deviation in ``sd`` (1-D), or None
-    where 1024 terms do not reach the tail tolerance."""
+def _series_coefficients(fn, dfn, sd):
+    """Mehler coefficients a_n^2 of fn and, if ``dfn`` (its derivative) is given, those of dfn,
+    (n + 1) a_(n+1)^2 / q (d/dz of fn(sd z) is sd fn'(sd z)), each trimmed where its Parseval
+    tail falls below _H_TAIL, for each standard deviation in ``sd`` (1-D); None where 1024
+    terms do not suffice.
+
+    The grid is symmetric: even n see (f(z) + f(-z)), odd n (f(z) - f(-z)) on z >= 0.
+    Contractions are einsum (no BLAS: a threaded GEMM stalls on a busy machine).
+    """
     b = _hermite_basis()
-    out = [None] * sd.size
+    out_f, out_d = [None] * sd.size, [None] * sd.size
     for lo in range(0, sd.size, 256):  # 256 rows x 1024 terms: 2 MB
         rows = np.arange(lo, min(sd.size, lo + 256))
-        F = fn(sd[rows, None] * b["z"])
-        ef2 = (F * F) @ b["w"]
+        s = sd[rows, None]
+        plus, minus = fn(s * b["z"]), fn(-s * b["z"])
+        ef2 = 0.5 * (plus * plus + minus * minus) @ b["w"]
+        if dfn is not None:
+            dplus, dminus = dfn(s * b["z"]), dfn(-s * b["z"])
+            ed2 = 0.5 * (dplus * dplus + dminus * dminus) @ b["w"]
+        even = np.where(b["z"] == 0, 0.5, 1.0) * (plus + minus)
+        odd = plus - minus
         todo = np.arange(rows.size)
         for n in _H_N:
             if todo.size == 0:
                 break
-            a2 = (F[todo] @ b["W"][:n].T) ** 2
-            tail = ef2[todo, None] - np.cumsum(a2, axis=1)
-            ok = tail <= _H_TAIL * ef2[todo, None]
-            done = ok[:, -1]
-            first = np.argmax(ok, axis=1)
+            a = np.empty((todo.size, n))
+            a[:, 0::2] = np.einsum("ij,kj->ik", even[todo], b["even"][:n // 2])
+            a[:, 1::2] = np.einsum("ij,kj->ik", odd[todo], b["odd"][:n // 2])
+            a2 = a * a
+            ok_f = ef2[todo, None] - np.cumsum(a2, axis=1) <= _H_TAIL * ef2[todo, None]
+            done = ok_f[:, -1]
+            if dfn is not None:
+                d2 = np.arange(1, n) * a2[:, 1:] / (s[todo] ** 2)
+                ok_d = ed2[todo, None] - np.cumsum(d2, axis=1) <= _H_TAIL * ed2[todo, None]
+                done &= ok_d[:, -1]
+                nd = np.argmax(ok_d, axis=1)
+            nf = np.argmax(ok_f, axis=1)
             for i in np.flatnonzero(done):
-                out[rows[todo[i]]] = a2[i, :first[i] + 1].copy()
+                out_f[rows[todo[i]]] = a2[i, :nf[i] + 1].copy()
+                if dfn is not None:
+                    out_d[rows[todo[i]]] = d2[i, :nd[i] + 1].copy()
             todo = todo[~done]
-    return out
+    return out_f, out_d
 
 
-def _series(act, key, q):
-    """Cached a_n^2 for each q (1-D); None where the series is not used."""
-    fn = _pair_functions(act)[key]
-    res = [_CACHE.get((act, key, v)) for v in q.tolist()]
-    for r, v in zip(res, q.tolist()):
-        if r is not None:
-            _CACHE.move_to_end((act, key, v))
-    miss = [i for i, r in enumerate(res) if r is None]
-    if miss:
+def _series(act, keys, q):
+    """Cached Mehler coefficients {key: [a_n^2 per q]} for q (1-D); None where not converged.
+
+    K and Kd come from phi's coefficients, PK from those of phi phi' (and its derivative, unused).
+    """
+    res = {k: [_CACHE.get((act, k, v)) for v in q.tolist()] for k in keys}
+    for k in keys:
+        for r, v in zip(res[k], q.tolist()):
+            if r is not None:
+                _CACHE.move_to_end((act, k, v))
+    fns = _pair_functions(act)
+    for group, fn, dfn in ((("K", "Kd"), act.phi, act.dphi), (("PK",), fns["PK"], None)):
+        want = [k for k in group if k in keys]
+        miss = sorted({i for k in want for i, r in enumerate(res[k]) if r is None})
+        if not miss:
+            continue
         uq, inv = np.unique(q[miss], return_inverse=True)
-        coef = _series_coefficients(fn, np.sqrt(uq))
-        for i, j in zip(miss, inv):
-            res[i] = coef[j]
-        for v, a in zip(uq.tolist(), coef):
-            if a is None:
-                continue
-            _CACHE[(act, key, v)] = a
-            _CACHE_SIZE[0] += a.size
-        while _CACHE_SIZE[0] > _CACHE_FLOATS:
-            _CACHE_SIZE[0] -= _CACHE.popitem(last=False)[1].size
+        coef = dict(zip(group, _series_coefficients(fn, dfn, np.sqrt(uq))))
+        for k in want:
+            for i, j in zip(miss, inv):
+                res[k][i] = coef[k][j]
+            for v, a in zip(uq.tolist(), coef[k]):
+                if a is not None:
+                    _CACHE[(act, k, v)] = a
+                    _CACHE_SIZE[0] += a.size
+    while _CACHE_SIZE[0] > _CACHE_FLOATS:
+        _CACHE_SIZE[0] -= _CACHE.popitem(last=False)[1].size
     return res
 
 
 def _series_sum(coefs, c):
     """sum_n a_n^2 c^n per point (coefs: list of arrays, c: 1-D)."""
-    n = max(a.size for a in coefs)
+    sizes = np.array([a.size for a in coefs])
+    n = int(sizes.max())
     A = np.zeros((len(coefs), n))
-    for i, a in enumerate(coefs):
-        A[i, :a.size] = a
+    A[np.arange(n) < sizes[:, None]] = np.concatenate(coefs)
     powers = np.ones((c.size, n))
     if n > 1:
         powers[:, 1:] = np.cumprod(np.broadcast_to(c[:, None], (c.size, n - 1)), axis=1)
@@ -268,11 +304,12 @@ def pair(act: Activation, keys, q, c, rtol=RTOL):
     left = np.ones(qf.size, bool)
     series = np.flatnonzero(_series_eligible(act, qf))
     if series.size:
-        coefs = {k: _series(act, k, qf[series]) for k in missing}
+        coefs = _series(act, missing, qf[series])
         ok = np.array([all(coefs[k][i] is not None for k in missing) for i in range(series.size)])
-        for k in missing:
-            vals[k][series[ok]] = _series_sum([a for a, g in zip(coefs[k], ok) if g], cf[series[ok]])
-        left[series[ok]] = False
+        if ok.any():
+            for k in missing:
+                vals[k][series[ok]] = _series_sum([a for a, g in zip(coefs[k], ok) if g], cf[series[ok]])
+            left[series[ok]] = False
     rest = np.flatnonzero(left)
     if rest.size:
         fns = [_pair_functions(act)[k] for k in missing]
