@@ -13,6 +13,12 @@
 
 Wall and CPU (process, children included for 2) times are printed, best of --repeat; on a shared
 machine the CPU time is the fairer number.
+
+Measured (2 shared cores, CPU seconds): the batched Levenberg-Marquardt this fit had before took
+0.9 s for part 1 (all six laws), 3.1 s and 12.0 s for part 2 at 1000 resamples; scipy.optimize
+(SLSQP per problem, ~1.2-1.8 ms per resample) takes 11.8 s, 52 s and 183 s at 1000 resamples, and
+23 s and 79 s at the CLI's default 400. The constants, intervals and likelihoods agree to the
+printed digits.
 """
 from __future__ import annotations
 
