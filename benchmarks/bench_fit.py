@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import meanfield as mf  # noqa: E402
+from bench_core import timed  # noqa: E402  (this script's folder is on sys.path)
 from experiments import fit  # noqa: E402
 
 SW = np.round(np.arange(1.0, 4.0 + 1e-9, 0.25), 12)
@@ -75,15 +76,6 @@ def write_table(path, rng):
                         acc = 0.95 if d <= L else 0.1
                         w.writerow(["mnist", "tanh", 0.05, keep, s, d, 0, T,
                                     round(acc + rng.normal(0, 0.01), 4)])
-
-
-def timed(fn, repeat):
-    best = (np.inf, np.inf)
-    for _ in range(repeat):
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        best = min(best, (time.perf_counter() - w, time.process_time() - c))
-    return out, best
 
 
 def run_cli(args):
