@@ -416,7 +416,7 @@ def expect(f, var, mean=0.0, *, kinks=(), scale=np.inf, width=np.inf, bends=None
                    singular)[0]
 
 
-def _shared_inner(g, mu, s, cuts, is_kink, reg, reach, rtol, weight, singular):
+def _shared_inner(g, mu, s, cuts, is_kink, reg, reach, rtol, floor, weight, singular):
     """G_i = E[g(mu_i + s z)] for all outer nodes i of a point at once (s per point, S + (1,)).
 
     The inner Gaussians of one point differ only in their mean, so one node set serves all of
@@ -428,17 +428,18 @@ def _shared_inner(g, mu, s, cuts, is_kink, reg, reach, rtol, weight, singular):
     sd = np.broadcast_to(s, mu.shape)
     out = out_ab = 0.0
     if np.any(near):
-        out, out_ab = _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, weight, singular)
+        out, out_ab = _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, floor, weight,
+                                     singular)
     if np.all(near):
         return out, out_ab
     # g decays to its asymptote out there (tanh's e^-2|x|): relative accuracy of those rows is
     # neither possible (the window's edge) nor needed; they count against the whole outer sum
     w = np.ones(mu.shape) if weight is None else weight
-    far, far_ab = _trapezoid(g, mu, sd, 0.5, rtol, 0.0, w * ~near, 1, extra=(w * near * out_ab).sum(-1))
+    far, far_ab = _trapezoid(g, mu, sd, 0.5, rtol, floor, w * ~near, 1, extra=(w * near * out_ab).sum(-1))
     return np.where(near, out, far), np.where(near, out_ab, far_ab)
 
 
-def _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, weight, singular):
+def _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, floor, weight, singular):
     """The near rows of :func:`_shared_inner` (others are returned as garbage)."""
     s1 = s[..., 0]
     hi = reach + 2 * Z_MAX * s1
@@ -458,7 +459,7 @@ def _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, weight, sing
             ab = ab + np.einsum("...j,...ij->...i", np.abs(gv[..., j:j + per]), dens)
         return tot, ab
     near_w = near if weight is None else weight * near
-    return _panel_levels(level_sum, *panels, rtol, 0.0, near_w, singular)
+    return _panel_levels(level_sum, *panels, rtol, floor, near_w, singular)
 
 
 def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, singular=False):
@@ -511,19 +512,25 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
     shared = extent > 0 and bool(np.all(s_in >= extent / 40))
     if shared:
         icuts, ikink, ireg = _own_structure(shape, kinks, scale, width)
+    # An absolute floor for the inner integrals, 1e-16 of g's size where its structure is: an
+    # inner window out in g's tails (tanh's e^-2|x| deviation) can neither be integrated to a
+    # relative accuracy (the window's edge cuts the decay) nor matter, and a block of outer
+    # nodes may hold only such windows.
+    probe = np.linspace(-max(extent, 1.0), max(extent, 1.0), 129)
+    inner_floor = 1e-16 * np.abs(g(np.broadcast_to(probe, shape + probe.shape))).max(-1)[..., None]
 
     def outer(x1, w1):
         fx = f(x1)
         mean = cc * x1
         wt = np.abs(fx) * w1
         if shared:
-            G, Gab = _shared_inner(g, mean, s_in[..., None], icuts, ikink, ireg, extent, rtol, wt,
-                                   singular)
+            G, Gab = _shared_inner(g, mean, s_in[..., None], icuts, ikink, ireg, extent, rtol,
+                                   inner_floor, wt, singular)
         else:
             icuts_, ikink_, ireg_ = _own_structure(mean.shape, kinks, scale, width)
             G, Gab = _expect(g, mean, np.broadcast_to(inner_var, mean.shape), icuts_, ikink_,
-                             ireg_[..., 0], ireg_[..., 1], ireg_[..., 2], rtol, singular=singular,
-                             weight=wt)
+                             ireg_[..., 0], ireg_[..., 1], ireg_[..., 2], rtol, inner_floor,
+                             singular=singular, weight=wt)
         return fx * G, np.abs(fx) * Gab
     outer.pair_integrand = True
 
