@@ -11,7 +11,8 @@ Training FLOPs are counted by ``experiments.trainability.step_flops`` (the matri
 forward and backward passes: 6 x batch x weights per network-step; element-wise work, masks and
 the optimiser are not counted, so the fraction is of useful matmul work). The peak is the best of
 repeated N x N matrix products in the same precision on the same device (N = 8192 on CUDA, 2048
-on CPU). Training time comes from ``experiments.trainability.measure_flops`` (k steps timed as the
+on CPU). On CPU both are timed in this process's CPU time (robust to other jobs on a shared
+machine; use one thread, or the spin-waiting of idle threads counts too), on CUDA in wall time. Training time comes from ``experiments.trainability.measure_flops`` (k steps timed as the
 difference of a (k+1)-step and a 1-step run, so set-up and evaluation cancel). On CPU the default
 is 4 networks (31 at width 400 and batch 1000 hold ~10 GB of activations); the FLOP rate per
 network barely depends on the ensemble size there, the fraction of peak is what the run reports.
@@ -28,22 +29,25 @@ from experiments.trainability import PRECISIONS, PRESETS, measure_flops, step_fl
 
 
 def matmul_peak(device: str, precision: str, n: int, seconds: float = 1.0) -> float:
-    """Best FLOP/s of n x n matrix products (2 n^3 each) over about ``seconds``."""
+    """Best FLOP/s of n x n matrix products (2 n^3 each) over about ``seconds`` of the same clock
+    as the training measurement (CPU time of this process on CPU, wall time on CUDA)."""
     import torch
     torch.backends.cuda.matmul.allow_tf32 = precision == "float32+tf32"
     dtype = torch.float64 if precision == "float64" else torch.float32
     gen = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, generator=gen, dtype=dtype, device=device)
     b = torch.randn(n, n, generator=gen, dtype=dtype, device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    clock = time.perf_counter if cuda else time.process_time
     a @ b
     sync()
-    best, t_end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
+    best, t_end = 0.0, clock() + seconds
+    while clock() < t_end:
+        t0 = clock()
         c = a @ b
         sync()
-        best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t0))
+        best = max(best, 2.0 * n ** 3 / max(clock() - t0, 1e-9))
     del c
     return best
 
@@ -57,7 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=400)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--precision", choices=PRECISIONS, default="float32")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--seconds", type=float, default=2.0, help="minimum timed training per measurement")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     a = p.parse_args(argv)

@@ -384,7 +384,9 @@ def measure_flops(sweep: Sweep, device: str, precision: str = "float32", *, dept
     A batched ensemble of ``members`` networks with the sweep's width, batch, optimiser, noise
     layer (its last) and the first data set's shape, on synthetic data, is trained for 1 and for
     k + 1 steps; the difference is the time of k steps (set-up and evaluation cancel), with k
-    doubled from 2 until it takes ``min_seconds`` (at most ``max_steps``).
+    doubled from 2 until it takes ``min_seconds`` (at most ``max_steps``). Time is this process's
+    CPU time on CPU (what it needs from a free core, robust to other jobs on a shared machine; with
+    one torch thread, as the Dask workers run) and wall time after synchronisation on CUDA.
 
     Parameters
     ----------
@@ -424,14 +426,16 @@ def measure_flops(sweep: Sweep, device: str, precision: str = "float32", *, dept
     torch.backends.cuda.matmul.allow_tf32 = precision == "float32+tf32"
     dtype = torch.float64 if precision == "float64" else torch.float32
 
+    clock = time.perf_counter if str(device).startswith("cuda") else time.process_time
+
     def run(steps):
         tcfg = TrainConfig(sweep.optimizer, sweep.lr, sweep.batch_size, steps, eval_size=32,
                            test_size=32)
-        t0 = time.perf_counter()
+        t0 = clock()
         train_ensemble(cfgs, list(range(members)), tcfg, data, dtype=dtype, device=device)
         if str(device).startswith("cuda"):
             torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        return clock() - t0
     run(1)   # warm-up: allocator, kernels
     steps = 2
     while True:
