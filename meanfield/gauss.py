@@ -171,8 +171,8 @@ def _gauss_legendre(n):
 
 def _panels(lo, hi, gscale, cuts, is_kink, reg_lo, reg_hi, reg_scale):
     """Cut [lo, hi] (shape S) at ``cuts`` into panels no longer than P_GAUSS * gscale, nor than
-    P_FEAT * scale inside a region; returns (GL panels, TS panels), each (a, b) of shape
-    S + (n,) padded with empty panels (a = b). A TS panel touches a kink.
+    P_FEAT * scale inside a region; returns (GL panels, TS panels), each (a, b) of shape S + (n,)
+    padded with empty panels (a = b). A TS panel touches a kink.
     """
     inside = (cuts > lo[..., None]) & (cuts < hi[..., None])
     pts = np.concatenate([lo[..., None], np.clip(cuts, lo[..., None], hi[..., None]), hi[..., None]], -1)
@@ -469,7 +469,7 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
     G(x1) = E[g(c x1 + s z2)] of g, then an outer one of f G. f and g share the structure
     ``kinks``, ``scale``, ``width`` (see :func:`expect`). G carries g's structure mapped by 1/c and
     smoothed by the inner Gaussian: its region |x1| <= (width + Z s)/|c| on the scale
-    max(scale, s)/|c|, and bends of width s/|c| at kink/c. The outer rule cuts there, so
+    max(scale, 2 s)/|c|, and bends of width s/|c| at kink/c. The outer rule cuts there, so
     c -> +-1 (s -> 0), c -> 0 and any q cost a bounded number of nodes. Accuracy is relative to
     E[|f(u1)| E(|g(u2)| | u1)]: that is the integral itself for integrands of one sign (so
     E[phi'(u1) phi'(u2)] ~ 1/q keeps rtol relative accuracy at any q), and the scale an integral
@@ -498,7 +498,9 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
     if np.isfinite(scale):  # g's region, mapped and smoothed
         inv = np.where(nz, inv_c, 1.0)
         reach = np.where(nz, (width + Z_MAX * s_in) * inv, np.inf)
-        g_scale = np.where(nz, np.maximum(scale, s_in) * inv, np.inf)
+        # a Gaussian convolution grows like e^(c^2 y^2 / 2 s^2) off the axis: its scale is 2 s/|c|
+        # (calibrated like GELU's Phi: scale 2 for s = 1)
+        g_scale = np.where(nz, np.maximum(scale, 2 * s_in) * inv, np.inf)
         parts.append((np.stack([-reach, reach], -1), np.zeros(shape + (2,), bool),
                       np.stack([-reach, reach, g_scale], -1)[..., None, :]))
     cuts, flags, reg = (np.concatenate(x, -1 if i < 2 else -2) for i, x in enumerate(zip(*parts)))
@@ -516,7 +518,8 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
     # inner window out in g's tails (tanh's e^-2|x| deviation) can neither be integrated to a
     # relative accuracy (the window's edge cuts the decay) nor matter, and a block of outer
     # nodes may hold only such windows.
-    probe = np.linspace(-max(extent, 1.0), max(extent, 1.0), 129)
+    reach = extent if 0 < extent < np.inf else 1.0
+    probe = np.linspace(-reach, reach, 129)
     inner_floor = 1e-16 * np.abs(g(np.broadcast_to(probe, shape + probe.shape))).max(-1)[..., None]
 
     def outer(x1, w1):
