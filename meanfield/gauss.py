@@ -2,7 +2,8 @@
 
 The integrator is told the *structure* of f (docs/THEORY.md §9):
 
-- ``kinks``: x where f is not analytic (a jump in a derivative, |x|^p);
+- ``kinks``: x where f is not analytic (a jump in a derivative, |x|^p); ``bends``: smoothed
+  kinks (a kink seen through a narrow Gaussian, as in a conditional expectation);
 - ``width`` and ``scale``: inside |x| <= width, f varies on the length ``scale`` (its distance to
   the nearest complex singularity, or where an entire f turns); outside, f is smooth on the
   Gaussian's own scale (a constant, a line, |x|^s): tanh is sign(x) to double precision beyond
@@ -25,6 +26,11 @@ levels agree to ``rtol`` relative to E|f| + ``floor`` (else :class:`ConvergenceE
 The first level of either rule already puts several nodes on every feature of the declared size,
 so two levels cannot agree while both miss a feature (the false convergence of a fixed-step rule
 whose nodes straddle GELU's curved region at large variance, or Gauss-Hermite's for tanh).
+
+Pair integrals (:func:`expect_pair`) condition on u1: the outer integrand f(u1) G(u1) carries G's
+structure, g's mapped by 1/c and smoothed by the inner Gaussian, so c -> +-1 and c -> 0 stay
+bounded too; when the inner Gaussian is wide, all inner integrals of a point share one node set
+(a matrix-vector product), and each is asked only for the accuracy the outer sum needs.
 
 Memory: f is evaluated in blocks of at most ``BLOCK`` rows x nodes, whatever the number of points.
 """

@@ -156,7 +156,9 @@ _H_N = (256, 1024)  # orders tried
 _H_TAIL = 1e-14  # accepted Parseval tail, relative to E[f^2]
 _SERIES_SD = 2 * np.pi / (np.log(1e6) + np.log(1 / RTOL)) / _H_STEP  # sd <= this * scale
 _CACHE_FLOATS = 4_000_000  # 32 MB of coefficients at most
-_CACHE: OrderedDict = OrderedDict()
+_CACHE: OrderedDict = OrderedDict()  # (id(act), key, q) -> a_n^2; hashing the Activation is slow
+_CACHE_ACTS: OrderedDict = OrderedDict()  # id -> activation, alive while cached (ids not reused)
+_CACHE_MAX_ACTS = 64
 _CACHE_SIZE = [0]
 _BASIS: dict = {}
 
@@ -164,6 +166,7 @@ _BASIS: dict = {}
 def clear_cache():
     """Forget the cached Mehler coefficients (benchmarks time cold runs)."""
     _CACHE.clear()
+    _CACHE_ACTS.clear()
     _CACHE_SIZE[0] = 0
 
 
@@ -232,11 +235,18 @@ def _series(act, keys, q):
 
     K and Kd come from phi's coefficients, PK from those of phi phi' (and its derivative, unused).
     """
-    res = {k: [_CACHE.get((act, k, v)) for v in q.tolist()] for k in keys}
+    ident = id(act) if _CACHE_ACTS.get(id(act)) is act else None
+    res = {k: [_CACHE.get((ident, k, v)) for v in q.tolist()] for k in keys}
     for k in keys:
         for r, v in zip(res[k], q.tolist()):
             if r is not None:
-                _CACHE.move_to_end((act, k, v))
+                _CACHE.move_to_end((ident, k, v))
+    _CACHE_ACTS[id(act)] = act
+    _CACHE_ACTS.move_to_end(id(act))
+    if len(_CACHE_ACTS) > _CACHE_MAX_ACTS:  # forget the least recent activation and its entries
+        old = _CACHE_ACTS.popitem(last=False)[0]
+        for key in [key for key in _CACHE if key[0] == old]:
+            _CACHE_SIZE[0] -= _CACHE.pop(key).size
     fns = _pair_functions(act)
     for group, fn, dfn in ((("K", "Kd"), act.phi, act.dphi), (("PK",), fns["PK"], None)):
         want = [k for k in group if k in keys]
@@ -250,7 +260,7 @@ def _series(act, keys, q):
                 res[k][i] = coef[k][j]
             for v, a in zip(uq.tolist(), coef[k]):
                 if a is not None:
-                    _CACHE[(act, k, v)] = a
+                    _CACHE[(id(act), k, v)] = a
                     _CACHE_SIZE[0] += a.size
     while _CACHE_SIZE[0] > _CACHE_FLOATS:
         _CACHE_SIZE[0] -= _CACHE.popitem(last=False)[1].size
