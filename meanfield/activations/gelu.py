@@ -31,21 +31,23 @@ def _torch_gelu(x):
 
 
 def _pair_parts(q, c):
+    """q, c, 1 - c^2, sqrt(1 + q (1 - c)) sqrt(1 + q (1 + c)) = sqrt(D), q / (1 + q), theta; the
+    square roots taken apart so that nothing overflows below q ~ 1e300."""
     q, c = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float))
-    one_m_c2 = (1.0 - c) * (1.0 + c)
-    D = (1.0 + q * (1.0 - c)) * (1.0 + q * (1.0 + c))
-    theta = np.arctan2(np.sqrt(D), -q * c)
-    return q, c, one_m_c2, D, theta
+    sa, sb = np.sqrt(1.0 + q * (1.0 - c)), np.sqrt(1.0 + q * (1.0 + c))
+    return q, c, (1.0 - c) * (1.0 + c), sa, sb, q / (1.0 + q), np.arctan2(sa * sb, -q * c)
 
 
 def _K(q, c):
-    q, c, one_m_c2, D, theta = _pair_parts(q, c)
-    return q * c * theta / _TWO_PI + q * q * ((1.0 + c * c) + q * one_m_c2) / (_TWO_PI * (1.0 + q) * np.sqrt(D))
+    q, c, one_m_c2, sa, sb, r, theta = _pair_parts(q, c)
+    return q * c * theta / _TWO_PI + q * r * (((1.0 + c * c) + q * one_m_c2) / (sa * sb)) / _TWO_PI
 
 
 def _Kd(q, c):
-    q, c, one_m_c2, D, theta = _pair_parts(q, c)
-    return theta / _TWO_PI + q * c * (3.0 + 5.0 * q + 2.0 * q * q * one_m_c2) / (_TWO_PI * (1.0 + q) * D ** 1.5)
+    q, c, one_m_c2, sa, sb, r, theta = _pair_parts(q, c)
+    # (3 + 5q + 2 q^2 (1 - c^2)) / D^1.5 with every factor O(1) or O(q)
+    inner = ((3.0 + 5.0 * q) / sa ** 2 / sb ** 2 + 2.0 * (q / sa ** 2) * (q / sb ** 2) * one_m_c2) / (sa * sb)
+    return theta / _TWO_PI + c * r * inner / _TWO_PI
 
 
 def _A2(q):
@@ -57,10 +59,12 @@ def _D2(q):
 
 
 def _dA2(q):
+    """theta_1 / 2pi + q (5 + 11q + 4q^2) / (2pi (1 + q)^2 (1 + 2q)^1.5), the polynomial ratio
+    written as 2 + (5q + 3) / ((1 + q)(1 + 2q)) (no overflow)."""
     q = np.asarray(q, float)
-    theta = np.arctan2(np.sqrt(1.0 + 2.0 * q), -q)
-    return theta / _TWO_PI + q * (5.0 + 11.0 * q + 4.0 * q * q) / (
-        _TWO_PI * (1.0 + q) ** 2 * (1.0 + 2.0 * q) ** 1.5)
+    s = np.sqrt(1.0 + 2.0 * q)
+    ratio = 2.0 + (5.0 * q + 3.0) / (1.0 + q) / (1.0 + 2.0 * q)
+    return np.arctan2(s, -q) / _TWO_PI + (q / (1.0 + q)) * ratio / s / _TWO_PI
 
 
 def gelu() -> Activation:

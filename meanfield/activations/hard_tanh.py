@@ -33,23 +33,27 @@ def _pdf(x):
     return np.exp(-0.5 * x * x) / _SQRT_2PI
 
 
+def _t(q):
+    """t = 1/sqrt(q) (inf at q = 0, where every moment below takes its limit)."""
+    with np.errstate(divide="ignore"):
+        return 1.0 / np.sqrt(np.asarray(q, float))
+
+
 def _D2(q):
-    return erf(1.0 / np.sqrt(2.0 * np.asarray(q, float)))
+    return erf(_t(q) / np.sqrt(2.0))
 
 
 def _dA2(q):
     from scipy.special import gammainc  # on first use, like meanfield.special
-    return gammainc(1.5, 0.5 / np.asarray(q, float))
+    return gammainc(1.5, 0.5 * _t(q) ** 2)
 
 
 def _PD(q):
-    q = np.asarray(q, float)
-    return q * _dA2(q)
+    return np.asarray(q, float) * _dA2(q)
 
 
 def _A2(q):
-    q = np.asarray(q, float)
-    return 2 * ndtr(-1.0 / np.sqrt(q)) + _PD(q)
+    return 2 * ndtr(-_t(q)) + _PD(q)
 
 
 def _ends(m, s):
@@ -113,8 +117,10 @@ def _pair(inner, support):
         q, c = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float))
         s = np.sqrt(np.maximum(q * (1 - c) * (1 + c), 0.0))[..., None]
         cc = c[..., None]
-        inv_c = np.where(c != 0, 1.0 / np.abs(np.where(c != 0, c, 1.0)), np.inf)[..., None]
-        bends = (np.concatenate([-inv_c, inv_c], -1), np.where(np.isfinite(inv_c), s * inv_c, 0.0))
+        nz = (c != 0)[..., None]
+        inv_c = 1.0 / np.abs(np.where(nz, c[..., None], 1.0))  # c = 0: no bends (H(0, s) = 0)
+        bends = (np.concatenate([-inv_c, inv_c], -1) * np.where(nz, 1.0, np.inf),
+                 np.where(nz, s * inv_c, 0.0))
         return expect(lambda x: support(x) * inner(cc * x, s), q, kinks=(-1.0, 1.0), bends=bends)
     return kernel
 
