@@ -38,8 +38,9 @@ class NoFixedPointError(ValueError):
 def safeguarded_newton(fg, lo, hi, x, tol, what, scale=0.0):
     """Vectorised Newton on f with f(lo) >= 0 > f(hi) (or f(hi) = 0 taken as the negative side).
 
-    ``fg(x, idx)`` returns (f, f') at the points idx. Steps leaving the bracket become bisections,
-    so convergence is guaranteed (geometric bisections where 0 < lo < hi / 4). A point stops when
+    ``fg(x, idx)`` returns (f, f') at the points idx. Steps leaving the bracket become bisections
+    (geometric where 0 < lo < hi / 4), and after 20 iterations every other step is one, so an f
+    whose rounding misleads Newton (f and f' of different accuracy) still ends. A point stops when
     a Newton step is below ``tol`` times
     max(``scale``, |x|) (relative for scale = 0; the returned iterate then carries an error
     ~tol^2 by quadratic convergence), when its bracket has shrunk to rounding level, or when
@@ -52,7 +53,7 @@ def safeguarded_newton(fg, lo, hi, x, tol, what, scale=0.0):
     """
     x = x.copy()
     active = np.arange(x.size)
-    for _ in range(_MAX_ITER):
+    for it in range(_MAX_ITER):
         if active.size == 0:
             return x
         xa = x[active]
@@ -61,10 +62,11 @@ def safeguarded_newton(fg, lo, hi, x, tol, what, scale=0.0):
         hi[active] = np.where(f > 0, hi[active], xa)
         with np.errstate(divide="ignore", invalid="ignore"):
             new = xa - np.where(df != 0, f / df, np.inf)
-        bisect = ~((new > lo[active]) & (new < hi[active]))
+        bisect = ~((new > lo[active]) & (new < hi[active])) | (it >= 20 and it % 2 == 1)
         a, b = lo[active], hi[active]
         # a bracket spanning decades (q* ~ 1e-40 from Q_MIN and hi ~ 1) is halved in log scale
-        mid = np.where((a > 0) & (b > 4 * a), np.sqrt(a * np.maximum(b, a)), 0.5 * (a + b))
+        mid = np.where((a > 0) & (b > 4 * a), np.sqrt(a) * np.sqrt(np.maximum(b, a)),
+                       0.5 * (a + b))  # sqrt(a) sqrt(b): a b underflows at 1e-300 * 1e-151
         new = np.where(bisect, mid, new)
         size = np.maximum(scale, np.abs(new))  # scale 0: q* = 1e-12 as accurate as q* = 1
         done = ((~bisect & (np.abs(new - xa) <= tol * size))

@@ -135,14 +135,15 @@ def _critical(p, tol, on_missing):
             f"; {int(none.sum())} point(s) affected. Pass on_missing='nan' to mark them NaN.")
     side = np.zeros(n)
     active = every[~none[every]]
-    for _ in range(200):
+    for it in range(200):
         if active.size == 0:
             break
         a, b, fa, fb = lo[active], hi[active], f_lo[active], f_hi[active]
-        # regula falsi where both ends are finite, bisection where the map diverges at hi
+        # regula falsi where both ends are finite, bisection where the map diverges at hi, and
+        # every other step after 20 (a flat, noisy ln chi_1 can stall the Illinois updates)
         with np.errstate(invalid="ignore"):  # fb = inf (map diverged) takes the bisection branch
             x = np.where(np.isfinite(fb), (a * fb - b * fa) / (fb - fa), 0.5 * (a + b))
-        x = np.where((x > a) & (x < b), x, 0.5 * (a + b))
+        x = np.where((x > a) & (x < b) & (it < 20 or it % 2 == 0), x, 0.5 * (a + b))
         fx = _log_chi(p, x, active)
         right = fx >= 0
         hi[active] = np.where(right, x, b)

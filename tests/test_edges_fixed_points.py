@@ -112,10 +112,13 @@ def test_tiny_weight_variance(sw, sb, name):
 
 
 @pytest.mark.parametrize("sb", [1e-300, 1e-100, 1e-20, 1e-12])
-def test_tiny_bias_variance(sb):
-    # tanh near the origin: q' = sw (q - 2 q^2 + ...) + sb, so q* = sb / (1 - sw) to O(sb^2)
+@pytest.mark.parametrize("name,gain", [("tanh", 1.0), ("hard_tanh", 1.0), ("erf", 1.0),
+                                       ("relu", 0.5), ("linear", 1.0)])
+def test_tiny_bias_variance(sb, name, gain):
+    # near the origin q' = sw (gain q + O(q^2)) + sb (exactly linear for relu, linear), so
+    # q* = sb / (1 - sw gain) to O(sb^2)
     for sw in (0.5, 0.9):
-        assert float(mf.q_star("tanh", sw, sb)) == pytest.approx(sb / (1 - sw), rel=1e-10)
+        assert float(mf.q_star(name, sw, sb)) == pytest.approx(sb / (1 - sw * gain), rel=1e-10)
 
 
 # --- sigma_b^2 = 0: q* = 0 exactly where the origin attracts ---------------------------------

@@ -34,7 +34,8 @@ fuzz = settings(max_examples=40, deadline=None, derandomize=True,
 # 1 / phi'(0)^2: sigma_w^2 = this * keep is the critical line at sigma_b^2 = 0
 UNIT_SLOPE = {"linear": 1.0, "relu": 2.0, "tanh": 1.0, "hard_tanh": 1.0, "erf": 1.0,
               "gelu": 4.0, "silu": 4.0, "sigmoid": 16.0}
-NAMES = ("sigma_w2", "sigma_b2", "keep", "drop", "s", "backward", "noise", "activation", "c ",
+NAMES = ("sigma_w2", "sigma_b2", "keep", "drop", "s ", "s (", "backward", "noise", "activation", "c ",
+         "sigma_eps2",
          "c (", "q ", "q (", "depth", "method", "loss", "chi", "tol", "on_missing", "f (",
          "density", "fan_in", "weight_var", "n_check", "seed", "exact", "phase_diagram",
          "noise spec", "parameter of", "layer object", "not both", "q_b", "spec")
@@ -127,20 +128,21 @@ bad_number = st.sampled_from([np.nan, np.inf, -np.inf, -1.0, "x", None, [1.0, np
 def layer(draw, scalar_noise=False):
     """(activation, sigma_w2, sigma_b2, keyword arguments), sometimes with one invalid value."""
     act = draw(st.sampled_from(sorted(UNIT_SLOPE)))
-    noise = draw(st.sampled_from(["dropout", "none", "sparseout"]))
-    keep = draw(edge_keep) if noise != "none" else 1.0
+    noise = draw(st.sampled_from(["dropout", "none", "sparseout", "gaussian", "dropconnect"]))
+    keep = draw(edge_keep) if noise in ("dropout", "sparseout", "dropconnect") else 1.0
+    eps2 = draw(st.one_of(st.just(0.0), st.floats(1e-12, 10.0))) if noise == "gaussian" else 0.0
     kind = draw(st.sampled_from(["tiny", "moderate", "critical", "near_critical"]))
     if kind == "tiny":
         sw = draw(st.floats(1e-17, 1e-6))
     elif kind == "moderate":
         sw = draw(st.floats(0.05, 6.0))
-    else:
-        sw = UNIT_SLOPE[act] * keep
+    else:  # chi_1 = 1 at q* = 0: sigma_w^2 E[xi^2] phi'(0)^2 = 1
+        sw = UNIT_SLOPE[act] * keep / (1 + eps2)
         if kind == "near_critical":
             sw *= 1 + draw(st.floats(-1e-6, 1e-6))
     sb = 0.0 if kind == "critical" else draw(edge_sb)
     kwargs = {"noise": noise}
-    if noise != "none":
+    if keep != 1.0 or noise in ("dropout", "dropconnect"):
         if draw(st.booleans()):
             kwargs["keep"] = keep
         else:
@@ -148,6 +150,8 @@ def layer(draw, scalar_noise=False):
     if noise == "sparseout":
         kwargs["s"] = draw(edge_s)
         kwargs["backward"] = draw(st.sampled_from(["true", "code"]))
+    if noise == "gaussian":
+        kwargs["sigma_eps2"] = eps2
     if not scalar_noise and draw(st.integers(0, 3)) == 0:  # a small array
         sw = np.array([sw, draw(st.floats(0.1, 3.0))])
     which = draw(st.integers(0, 9))
@@ -159,6 +163,8 @@ def layer(draw, scalar_noise=False):
         kwargs["keep"] = draw(st.sampled_from([0.0, 1.5, np.nan, "x"]))
     elif which == 3 and "s" in kwargs:
         kwargs["s"] = draw(st.sampled_from([0.0, -1.0, np.inf, "x"]))
+    elif which == 3 and "sigma_eps2" in kwargs:
+        kwargs["sigma_eps2"] = draw(st.sampled_from([-1.0, np.nan, "x"]))
     return act, sw, sb, kwargs
 
 
