@@ -91,11 +91,12 @@ def moments(act: Activation, keys, q):
     """One-variable kernels ``keys`` (subset of ``KEYS``) at variance q, stacked in one pass.
 
     dA2 = E[phi'^2 + phi phi''] cancels at large q (O(q^-1.5) from O(q^-0.5) terms for a bounded
-    phi), and so does Stein's form E[phi^2 (x^2/q - 1)/(2q)] at small q (O(1) from O(1/q) terms
-    unless phi(0) = 0). So: where the Gaussian reaches past the activation's width, Stein's form
-    of phi^2 minus its asymptote's square (whose slope is known in closed form; the integrand
-    then decays outside the width); elsewhere phi'^2 + phi phi'', or Stein's form when phi has
-    kinks (phi'' would miss their delta functions).
+    phi), and Stein's form E[phi^2 (x^2/q - 1)/(2q)] at small q unless phi(0) = 0 (O(1) from
+    O(1/q) terms). So: where the Gaussian reaches past the activation's width, Stein's form of
+    phi^2 minus its asymptote's square (whose slope is known in closed form; the integrand then
+    decays outside the width); elsewhere Stein's form of phi^2 if phi(0) = 0 or phi has kinks
+    (phi'' would miss their delta functions), else phi'^2 + phi phi''. phi, phi' and phi'' are
+    evaluated once per node for all keys.
 
     Parameters
     ----------
@@ -114,25 +115,37 @@ def moments(act: Activation, keys, q):
     missing = [k for k in keys if k not in act.closed]
     if missing:
         phi, dphi = act.phi, act.dphi
+        centred = act.kinks or float(phi(np.zeros(1))[0]) == 0.0
 
         def one(qg):
-            kinks = act.kinks
-            slope = 0.0
-            if act.tails is not None and Z_MAX * np.sqrt(qg.max()) > act.width:
+            kinks, slope, tail_sq = act.kinks, 0.0, None
+            large = act.tails is not None and Z_MAX * np.sqrt(qg.max()) > act.width
+            if "dA2" in missing and large:
                 tail_sq, tail_slope, analytic = _tail_square(act)
-                da2 = stein(lambda x: phi(x) ** 2 - tail_sq(x), qg)
                 slope = tail_slope(qg)
                 kinks = kinks if analytic else tuple(sorted(set(kinks) | {0.0}))
-            elif not act.kinks:
-                def da2(x):
-                    return dphi(x) ** 2 + phi(x) * act.d2phi(x)
-            else:
-                da2 = stein(lambda x: phi(x) ** 2, qg)
-            parts = {"A2": lambda x: phi(x) ** 2, "D2": lambda x: dphi(x) ** 2,
-                     "PD": lambda x: (phi(x) * dphi(x)) ** 2, "dA2": da2}
-            fns = [parts[k] for k in missing]
-            vals = list(expect(lambda x: np.stack([fn(x) for fn in fns]), qg, kinks=kinks,
-                               scale=act.scale, width=act.width))
+            derivative = "dA2" in missing and not large and not centred
+            need_d = derivative or bool({"D2", "PD"} & set(missing))
+            qq = qg[..., None]
+
+            def stacked(x):
+                p = phi(x)
+                d = dphi(x) if need_d else None
+                rows = []
+                for k in missing:
+                    if k == "A2":
+                        rows.append(p * p)
+                    elif k == "D2":
+                        rows.append(d * d)
+                    elif k == "PD":
+                        rows.append((p * d) ** 2)
+                    elif derivative:
+                        rows.append(d * d + p * act.d2phi(x))
+                    else:  # Stein's identity: d/dq E[f] = E[f (x^2/q - 1)] / (2q)
+                        f = p * p if tail_sq is None else p * p - tail_sq(x)
+                        rows.append(f * (x * x / qq - 1) / (2 * qq))
+                return np.stack(rows)
+            vals = list(expect(stacked, qg, kinks=kinks, scale=act.scale, width=act.width))
             if "dA2" in missing:
                 vals[missing.index("dA2")] = vals[missing.index("dA2")] + slope
             return vals
