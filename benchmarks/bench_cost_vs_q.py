@@ -65,7 +65,7 @@ def main(argv=None):
     ap.add_argument("--activations", default=",".join(ACTIVATIONS))
     args = ap.parse_args(argv)
     mf.analyze("tanh", 1.5, 0.05, args.keep)  # imports and first-use set-up out of the timings
-    print(f"| activation | q* | c* | CPU ms | wall ms | peak MB | CPU / CPU(q*=1) |")
+    print("| activation | q* | c* | CPU ms | wall ms | peak MB | CPU / CPU(q*=1) |")
     print("|---|---|---|---|---|---|---|")
     for name in args.activations.split(","):
         rows = [(q, *measure(name, q, args.keep, args.repeat)) for q in QS]
