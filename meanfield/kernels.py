@@ -110,6 +110,11 @@ def moments(act: Activation, keys, q):
     list of ndarray, each of shape S
     """
     q = np.asarray(q, float)
+    if "dA2" in keys and len(keys) > 1 and np.any(q < Q_MIN):  # only dA2 takes the q -> 0 limit
+        rest = [k for k in keys if k != "dA2"]
+        out = dict(zip(rest, moments(act, rest, q)))
+        out["dA2"] = moments(act, ("dA2",), q)[0]
+        return [out[k] for k in keys]
     q = np.maximum(q, Q_MIN) if "dA2" in keys else q  # dA2 at q = 0 is the q -> 0 limit
     out = {k: np.broadcast_to(act.closed[k](q), q.shape).astype(float) for k in keys if k in act.closed}
     missing = [k for k in keys if k not in act.closed]
