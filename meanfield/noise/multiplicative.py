@@ -37,14 +37,7 @@ class MultiplicativeNoise(NoiseLayer):
         return self.mu2 * kernels.moment(act, "dA2", q)
 
     def second_moment_and_slope(self, act, q):
-        q = np.asarray(q, float)
         a2, da2 = kernels.moments(act, ("A2", "dA2"), q)
-        # kernels.moments evaluates every key at max(q, Q_MIN) once dA2 is asked for; A2 at
-        # 0 < q < Q_MIN (q* = 2e-300 for sigma_b^2 = 1e-300) must be exact
-        tiny = (q > 0) & (q < kernels.Q_MIN)
-        if np.any(tiny):
-            a2 = np.array(a2, float)
-            a2[tiny] = kernels.moment(act, "A2", q[tiny])
         return self.mu2 * a2, self.mu2 * da2
 
     def deriv_second_moment(self, act, q):
