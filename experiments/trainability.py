@@ -483,15 +483,17 @@ class _Context:
     report: SweepReport
 
     def train(self, networks: list[Network], desc: str) -> None:
-        """Train every network not stored, one runner task per ensemble."""
+        """Train every network not stored, one runner task per ensemble (stored networks are left
+        out before the ensembles are formed, so none is trained twice)."""
         from . import runner
         sw = self.sweep
-        tasks = [runner.Task(keys=[n.key(T) for n in chunk for T in sw.budgets], fn=train_rows,
-                             args=(chunk, sw.checkpoints, self.device, self.precision,
-                                   self.data_dir, self.preset), weight=len(chunk))
-                 for chunk in _ensembles(networks, sw.max_members)]
         done = self.store.done_keys()
-        todo = [t for t in tasks if not all(self.store.key_of(k) in done for k in t.keys)]
+        missing = [n for n in networks
+                   if not all(self.store.key_of(n.key(T)) in done for T in sw.budgets)]
+        todo = [runner.Task(keys=[n.key(T) for n in chunk for T in sw.budgets], fn=train_rows,
+                            args=(chunk, sw.checkpoints, self.device, self.precision,
+                                  self.data_dir, self.preset), weight=len(chunk))
+                for chunk in _ensembles(missing, sw.max_members)]
         if self.max_ensembles is not None:
             left = self.max_ensembles
             if len(todo) > left:

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,22 @@ def test_bad_sweep_arguments():
     with pytest.raises(SystemExit) as e:
         tr.main(["--preset", "smoke", "--keep", "0", "--dry-run"])
     assert e.value.code == 2
+
+
+def test_stored_networks_are_not_trained_again_in_a_new_ensemble(tmp_path):
+    """A sweep that adds sigma_w^2 values at stored depths trains only the new networks, although
+    they share ensembles (data set, depth, noise) with stored ones; the stored rows stay as they
+    were and the new ones equal what a separate sweep gives (members are independent)."""
+    base = tr.Sweep(datasets=("mnist",), noises=("dropout(keep=0.9)",), depths=(2, 3),
+                    sigma_w2s=(1.0,), width=8, optimizer="sgd", lr=0.01, batch_size=16, steps=4,
+                    checkpoints=(2,), eval_size=50, test_size=100)
+    run = dict(data_dir=SHARED, progress=False, engine="serial")
+    db, alone = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    assert tr.run_sweep(base, db, **run).trained == 2
+    first = _rows(db)
+    more = replace(base, sigma_w2s=(1.0, 2.0))
+    rep = tr.run_sweep(more, db, **run)
+    assert rep.trained == 2 and rep.added == 4
+    assert set(first) <= set(_rows(db))
+    tr.run_sweep(replace(base, sigma_w2s=(2.0,)), alone, **run)
+    assert set(_rows(alone)) <= set(_rows(db))
