@@ -216,12 +216,8 @@ def render_trainability(ctx):
     law_name, theta = None, None
     try:
         bl = list(bounds.values())
-        if len(bl) > 1:
-            comp = fitmod.compare_held_out(bl)
-            law_name = min((k for k in comp if k != fitmod.REFERENCE.name and np.isfinite(comp[k]["mean"])),
-                           key=lambda k: comp[k]["mean"])
-        else:
-            law_name = "a*xi_c"
+        law_name = (fitmod.held_out_winner(fitmod.compare_held_out(bl)) if len(bl) > 1
+                    else None) or "a*xi_c"
         theta = fitmod.fit_law(law_name, bl, n_boot=0).theta
     except ValueError as exc:  # too few interior boundary points (small sweeps)
         law_name, theta, fit_note = None, None, f"no law fitted: {exc}"
@@ -280,8 +276,10 @@ def render_trainability(ctx):
     cb = fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.9)
     cb.set_label("accuracy (training eval batch, no dropout)")
     r0 = rows[0]
+    holes = any(np.isnan(data[f"{k:g}/accuracy"]).any() for k in keeps)
     fig.suptitle(f"Trainability, {r0['dataset']}, tanh, $\\sigma_b^2$ = {r0['sigma_b2']:g}, width "
-                 f"{r0['width']}, {r0['optimizer']} lr {r0['lr']:g}, {r0['steps']} steps; data: {source}",
+                 f"{r0['width']}, {r0['optimizer']} lr {r0['lr']:g}, {r0['steps']} steps; data: {source}"
+                 + ("\nblank cells: depths the boundary search did not train" if holes else ""),
                  fontsize=8)
     return fig, data
 
