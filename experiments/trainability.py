@@ -45,10 +45,13 @@ its earlier rounds from the store (a round's decisions depend only on earlier ro
 resumes exactly like the grid.
 
 **Estimate.** Before training, the command prints the planned networks (for ``boundary``: predicted
-by running the search on the oracle L_max = ``ORACLE_A`` xi_c), the work in FLOPs
-(``step_flops``) and the time at a throughput measured here on a short ensemble run, and for a
-CPU-only machine also at a documented GPU figure (``GPU_FLOPS``), per panel (data set and noise
-layer) and in total.
+by running the search on the oracle L_max = ``ORACLE_A`` xi_c (T / steps)^``ORACLE_B``), the work
+in FLOPs (``step_flops``) and the time at a throughput measured here on a short ensemble run (CPU
+time on CPU: the time on free cores), and for a CPU-only machine also at a documented GPU figure
+(``GPU_FLOPS``), per panel (data set and noise layer) and in total. Measured against it on the
+shared 2-core development machine (load 5-11): the cpu grid used 2.1x and the cpu-large search
+1.4x the estimated CPU time (small ensembles, Dask and evaluation overheads, cache contention), and
+11x and 4x the estimated wall time.
 
 Presets (every grid or protocol field can be overridden on the command line):
 
@@ -700,8 +703,9 @@ def _print_estimate(sweep: Sweep, preset: str, device: str, precision: str, engi
     else:   # the embedded cluster's default: one worker per core this process may use
         procs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_panel = max(est.panels.values()) if est.panels else 0.0
-    print(f"  measured {rate / 1e9:.3g} GFLOP/s per worker ({device}, {precision}) x {procs} "
-          f"worker(s): about {_hms(est.flops / (rate * procs))} in total, "
+    clock = "wall time" if device.startswith("cuda") else "CPU time, i.e. on free cores"
+    print(f"  measured {rate / 1e9:.3g} GFLOP/s per worker ({device}, {precision}; {clock}) x "
+          f"{procs} worker(s): about {_hms(est.flops / (rate * procs))} in total, "
           f"{_hms(per_panel / (rate * procs))} for the largest panel (one data set and noise layer)")
     if not device.startswith("cuda"):
         print(f"  on one H100/H200-class GPU (assumed {GPU_FLOPS / 1e12:g} TFLOP/s, see GPU_FLOPS): "
