@@ -83,17 +83,19 @@ def _noise_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _f(default, sql: str | None, parse, help: str, *, column: str | None = None, flag=True):
+def _f(default, sql: str | None, parse, help: str, *, column: str | None = None):
     """A schema field: SQLite type (None: not stored), parser of one value (CLI text -> value,
     ``ArgumentTypeError`` naming the valid range), help, store column (default: the field name)."""
     return field(default=default, metadata={"sql": sql, "parse": parse, "help": help,
-                                            "column": column, "flag": flag})
+                                            "column": column})
 
 
-def _grid_f(default, element: str, parse, help: str, *, empty_ok=False):
-    """A grid field of ``Sweep``: a tuple of values of the ``Network`` field ``element``."""
-    return field(default=default, metadata={"grid": element, "parse": parse, "help": help,
-                                            "empty_ok": empty_ok})
+def _grid_f(default, flag: str, values: str, parse, help: str, *, empty_ok=False):
+    """A grid field of ``Sweep``: a tuple of values, each checked by ``parse``; on the command line
+    ``flag`` takes a grid of ``values`` ('int' or 'real': parse_grid's 'a,b' or 'start:stop:step';
+    'text': a comma list, or ';' between specs that hold commas)."""
+    return field(default=default, metadata={"grid": values, "flag": flag, "parse": parse,
+                                            "help": help, "empty_ok": empty_ok})
 
 
 def _validate(obj) -> None:
@@ -222,15 +224,17 @@ class Sweep(Protocol):
     of one batched ensemble (one ensemble = one data set, depth and noise layer).
     """
 
-    datasets: tuple[str, ...] = _grid_f(("mnist",), "dataset", _choice(DATASETS, "dataset"),
-                                        "data sets, e.g. mnist,cifar10")
-    noises: tuple[str, ...] = _grid_f(("none()",), "noise", _noise_arg, "noise layer specs")
-    depths: tuple[int, ...] = _grid_f((10,), "depth", integer(1), "depth grid, e.g. 10:250:10")
-    sigma_w2s: tuple[float, ...] = _grid_f((1.0,), "sigma_w2",
+    datasets: tuple[str, ...] = _grid_f(("mnist",), "--dataset", "text",
+                                        _choice(DATASETS, "dataset"), "data sets, e.g. mnist,cifar10")
+    noises: tuple[str, ...] = _grid_f(("none()",), "--noise", "text", _noise_arg,
+                                      "noise layer name or specs, e.g. dropout (with --keep) or "
+                                      "'sparseout(keep=0.9, s=1.5);gaussian(sigma_eps2=0.1)'")
+    depths: tuple[int, ...] = _grid_f((10,), "--depth", "int", integer(1), "depth grid, e.g. 10:250:10")
+    sigma_w2s: tuple[float, ...] = _grid_f((1.0,), "--sigma-w2", "real",
                                            real(0, lo_open=True, what="sigma_w2 (weight variance)"),
                                            "sigma_w^2 grid, e.g. 1:4:0.1")
-    seeds: tuple[int, ...] = _grid_f((0,), "seed", integer(0), "network seeds, e.g. 0,1")
-    checkpoints: tuple[int, ...] = _grid_f((), "steps", integer(1),
+    seeds: tuple[int, ...] = _grid_f((0,), "--seeds", "int", integer(0), "network seeds, e.g. 0,1")
+    checkpoints: tuple[int, ...] = _grid_f((), "--checkpoints", "int", integer(1),
                                            "evaluation steps below --steps, e.g. 100,300",
                                            empty_ok=True)
     search: str = _f("grid", None, _choice(SEARCHES, "search"), "grid: every depth; boundary: "
@@ -294,6 +298,7 @@ def _grid_type(parse, integer_values: bool):
 
 
 def _list_type(parse):
+    """argparse type: a comma list (';' between items that hold commas), each item by ``parse``."""
     def convert(text):
         return tuple(parse(t.strip()) for t in text.split(";" if "(" in text else ",") if t.strip())
     return convert
@@ -311,18 +316,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sweep", "override the preset's grid and protocol")
     for f in fields(Sweep):
         meta = f.metadata
-        if meta.get("parse") is None or not meta.get("flag", True):
-            continue
-        flag = "--" + {"sigma_w2s": "sigma-w2", "datasets": "dataset", "noises": "noise",
-                       "depths": "depth"}.get(f.name, f.name.replace("_", "-"))
         if "grid" in meta:
-            grid_el = {x.name: x for x in fields(Network)}.get(meta["grid"])
-            numeric = grid_el is not None and grid_el.metadata["sql"] in ("INTEGER", "REAL") \
-                or f.name == "checkpoints"
-            ints = f.name in ("depths", "seeds", "checkpoints")
-            typ = _grid_type(meta["parse"], ints) if numeric else _list_type(meta["parse"])
+            flag = meta["flag"]
+            typ = (_list_type(meta["parse"]) if meta["grid"] == "text"
+                   else _grid_type(meta["parse"], meta["grid"] == "int"))
         else:
-            typ = meta["parse"]
+            flag, typ = "--" + f.name.replace("_", "-"), meta["parse"]
         g.add_argument(flag, dest=f.name, type=typ, default=None, help=meta["help"])
     g.add_argument("--keep", type=_grid_type(real(0, 1, lo_open=True, what="keep probability rho"),
                                              False),
