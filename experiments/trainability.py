@@ -515,7 +515,9 @@ class _Context:
 @contextmanager
 def _session(engine, workers: int | None, device: str):
     """One Dask cluster for the whole sweep (the boundary search runs many rounds): the embedded
-    CPU cluster is started once, lazily; other engines are passed on as they are."""
+    CPU cluster is started once, lazily; other engines are passed on as they are (an embedded
+    CUDA cluster, whose per-GPU device assignment lives in ``experiments.runner``, is then started
+    by each round's ``runner.run``)."""
     from . import runner
     if engine is None:
         engine = os.environ.get(runner.SCHEDULER_ENV) or "local"
