@@ -94,6 +94,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import log_ndtr
 
+from .config import PROTOCOL as STORE_PROTOCOL
+
 if TYPE_CHECKING:
     from meanfield.noise import NoiseLayer
 
@@ -101,8 +103,8 @@ __all__ = ["Boundary", "Law", "LAWS", "REFERENCE", "SCALES", "FitResult", "NoFit
            "extract_boundaries", "boundary_from_arrays", "read_table", "read_db", "fit_table",
            "depth_scales", "budget_laws", "fit_law", "fit_all", "compare_held_out",
            "per_budget_constants", "compare_budgets", "run_fits", "report", "plot",
-           "rms_log_error", "get_law", "held_out_winner", "main", "XI_CAP", "SIGMA_MIN",
-           "PROTOCOL"]
+           "rms_log_error", "get_law", "simplest", "held_out_winner", "main", "XI_CAP",
+           "SIGMA_MIN", "RUNAWAY", "PROTOCOL"]
 
 XI_CAP = 1e4
 SIGMA_MIN = 0.01       # floor of the fitted scatter of ln L_max (1 % in depth)
@@ -115,8 +117,12 @@ MIN_BOOT = 100         # fewer resamples cannot place the tails of an expanded 9
 # 40 seeds on the benchmark's 13-point boundary), well inside the interval's own uncertainty.
 N_BOOT = 400
 PRED_FLOOR = 1e-3      # depth predicted by a law is floored here before the log
-PROTOCOL = ("dataset", "activation", "init", "width", "sigma_b2", "keep", "noise", "optimizer",
-            "lr", "batch_size", "max_steps", "data_seed", "eval_size", "test_size", "panel")
+# a positive constant fitted beyond RUNAWAY (or below 1 / RUNAWAY) has run off towards its bound:
+# its term no longer matters (relative effect ~1e-6) and the law is a simpler one (``Law.limits``)
+RUNAWAY = 1e6
+TIE_RTOL = 1e-6        # held-out errors this close (relative) are a tie: fewer constants win
+# the store's protocol columns (the configuration schema) and a table's free grouping column
+PROTOCOL = STORE_PROTOCOL + ("panel",)
 N_CLASSES = {"mnist": 10, "cifar10": 10}
 
 
@@ -666,15 +672,14 @@ def read_table(path, *, dataset: str | None = None) -> list[dict]:
 
 
 def read_db(path, *, dataset: str | None = None) -> list[dict]:
-    """Rows of a ``experiments.trainability`` SQLite store.
-
-    Rows without a ``max_steps`` column (stores written before checkpoints) are single evaluations
-    of networks trained for ``steps``: ``max_steps`` is set to ``steps``.
+    """Rows of a ``experiments.trainability`` SQLite store (one per network and checkpoint).
 
     Raises
     ------
     ValueError
-        The file does not exist or holds no rows (for ``dataset``).
+        The file does not exist, holds no rows (for ``dataset``), or its table has other columns
+        than ``experiments.config.COLUMNS`` (e.g. a store written before checkpoints, without
+        ``max_steps``: ``experiments.store`` refuses to open it).
     """
     path = Path(path)
     if not path.is_file():
@@ -684,8 +689,6 @@ def read_db(path, *, dataset: str | None = None) -> list[dict]:
         rows = st.rows() if dataset is None else st.rows(dataset=dataset)
     if not rows:
         raise ValueError(f"database {path} has no rows" + (f" for dataset {dataset!r}" if dataset else ""))
-    if "max_steps" not in rows[0]:
-        rows = [dict(r, max_steps=r["steps"]) for r in rows]
     return rows
 
 
@@ -699,7 +702,9 @@ class Law:
 
     ``theta`` entries may be arrays of shape (B, 1) (B fits at once); ``positive`` constants are
     fitted as ``ln theta``; ``min_budgets`` is the number of distinct budgets T a fit needs (the
-    law's T-dependent constants; 0 for budget-blind laws).
+    law's T-dependent constants; 0 for budget-blind laws). ``limits``: ``(index, side, name)``
+    entries: when the positive constant ``index`` runs off to infinity (``side`` +1) or to 0 (-1),
+    the law is the law ``name`` with the other constants, in order (``simplest``).
     """
 
     name: str
@@ -708,6 +713,7 @@ class Law:
     positive: tuple[bool, ...]
     init: tuple[float, ...]
     min_budgets: int = 0
+    limits: tuple[tuple[int, int, str], ...] = ()
 
     def to_theta(self, u):
         return [np.exp(ui) if pos else ui for ui, pos in zip(u, self.positive)]
@@ -727,7 +733,7 @@ LAWS = {
     "constant": Law("constant", ("b",), lambda t, xc, x1, T=None: t[0] + 0.0 * xc, (True,), (20.0,)),
     "two-scale": Law("two-scale", ("a", "b"),
                      lambda t, xc, x1, T=None: 1.0 / (1.0 / (t[0] * xc) + 1.0 / (t[1] * x1)),
-                     (True, True), (6.0, 12.0)),
+                     (True, True), (6.0, 12.0), limits=((1, 1, "a*xi_c"), (0, 1, "a*xi_1"))),
 }
 REFERENCE = Law("6*xi_c", (), lambda t, xc, x1, T=None: 6.0 * xc, (), ())
 DEFAULT_LAWS = {**LAWS, REFERENCE.name: REFERENCE}
@@ -767,7 +773,8 @@ def budget_laws(scale: str = "xi_c") -> dict[str, Law]:
                               (True, False), (6.0, 0.0), 2),
         f"a_inf*T/(T+T_half)*{scale}": Law(f"a_inf*T/(T+T_half)*{scale}", ("a_inf", "T_half"),
                                            lambda t, xc, x1, T: t[0] * T / (T + t[1]) * f(xc, x1),
-                                           (True, True), (6.0, 100.0), 2),
+                                           (True, True), (6.0, 100.0), 2,
+                                           limits=((1, -1, f"a*{scale}"),)),
     }
 
 
@@ -1085,18 +1092,19 @@ def fit_all(boundaries, *, laws: dict[str, Law] | None = None, n_boot: int = N_B
 
 
 def _held_out(laws: dict[str, Law], folds: list[tuple], score) -> dict:
-    """``folds``: (key, training boundaries, test boundaries); per law the score of each fold."""
+    """``folds``: (key, training boundaries, test boundaries); per law (name) the ``Law``, the
+    score of each fold and the constants fitted on its training boundaries."""
     out = {}
     for name, law in laws.items():
-        errs, reasons = {}, []
+        errs, thetas, reasons = {}, {}, []
         for key, train, test in folds:
             try:
-                theta = fit_law(law, train, n_boot=0).theta
+                thetas[key] = fit_law(law, train, n_boot=0).theta
             except ValueError as e:
                 reasons.append(_reason(e))
                 continue
-            errs[key] = score(law, theta, test)
-        out[name] = {"errors": errs,
+            errs[key] = score(law, thetas[key], test)
+        out[name] = {"law": law, "errors": errs, "theta": thetas,
                      "mean": float(np.mean(list(errs.values()))) if errs else math.nan,
                      "reason": reasons[0] if reasons else None}
     return out
@@ -1115,8 +1123,9 @@ def compare_held_out(boundaries: list[Boundary], *, laws: dict[str, Law] | None 
     Returns
     -------
     dict
-        ``{law: {"errors": {(i, j): rms}, "mean": float, "reason": str or None}}``: ``(i, j)``
-        indexes ``boundaries`` (fit on i, scored on j); ``reason`` says why a fold is missing.
+        ``{name: {"law": Law, "errors": {(i, j): rms}, "theta": {(i, j): constants},
+        "mean": float, "reason": str or None}}``: ``(i, j)`` indexes ``boundaries`` (fit on i, scored on j);
+        ``reason`` says why a fold is missing.
 
     Raises
     ------
@@ -1157,7 +1166,8 @@ def compare_budgets(boundaries: list[Boundary], *, scale: str = "xi_c") -> dict:
     Returns
     -------
     dict
-        ``{law: {"errors": {T: rms}, "mean": float, "reason": str or None}}``.
+        ``{name: {"law": Law, "errors": {T: rms}, "theta": {T: constants}, "mean": float,
+        "reason": str or None}}``.
 
     Raises
     ------
@@ -1173,13 +1183,60 @@ def compare_budgets(boundaries: list[Boundary], *, scale: str = "xi_c") -> dict:
     return _held_out(budget_laws(scale), folds, rms_log_error)
 
 
+def simplest(law: Law | str, theta) -> tuple[str, np.ndarray]:
+    """The simplest law that fitted constants amount to: a constant that ran off towards its bound
+    (beyond ``RUNAWAY``, or below 1 / ``RUNAWAY``) drops its term (``Law.limits``), repeatedly.
+
+    Parameters
+    ----------
+    law : Law or str
+    theta : array_like, shape (p,)
+        Fitted constants of ``law``.
+
+    Returns
+    -------
+    name : str
+        E.g. ``a*xi_c`` for ``two-scale`` with b = 1e13; ``law``'s own name when nothing ran off.
+    theta : ndarray
+        The constants of that law.
+    """
+    law, theta = get_law(law), np.asarray(theta, float)
+    for index, side, name in law.limits:
+        t = theta[index]
+        if (t >= RUNAWAY) if side > 0 else (0 < t <= 1 / RUNAWAY):
+            return simplest(name, np.delete(theta, index))
+    return law.name, theta
+
+
 def held_out_winner(comp: dict, exclude=(REFERENCE.name,)) -> str | None:
-    """Smallest mean held-out error among the laws scored on the most folds."""
+    """The law with the smallest mean held-out error among those scored on the most folds.
+
+    Errors within ``TIE_RTOL`` (relative) of the smallest are a tie, won by the law with the
+    fewest constants. A winner that reduced to one simpler law in every fold (``simplest``: e.g.
+    ``two-scale`` with b at its bound is ``a*xi_c``) is named as that law.
+
+    Parameters
+    ----------
+    comp : dict
+        ``compare_held_out`` or ``compare_budgets`` result.
+    exclude : sequence of str
+        Laws that cannot win (default the fixed reference 6 xi_c).
+
+    Returns
+    -------
+    str or None
+        None when no law has a finite mean error.
+    """
     cand = {k: v for k, v in comp.items() if k not in exclude and np.isfinite(v["mean"])}
     if not cand:
         return None
     most = max(len(v["errors"]) for v in cand.values())
-    return min((k for k, v in cand.items() if len(v["errors"]) == most), key=lambda k: cand[k]["mean"])
+    cand = {k: v for k, v in cand.items() if len(v["errors"]) == most}
+    best = min(v["mean"] for v in cand.values())
+    tied = [k for k, v in cand.items() if v["mean"] <= best + TIE_RTOL * best]
+    winner = min(tied, key=lambda k: (len(cand[k]["law"].param_names), cand[k]["mean"]))
+    reduced = {simplest(cand[winner]["law"], t)[0] for t in cand[winner]["theta"].values()}
+    return reduced.pop() if len(reduced) == 1 else winner
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1302,7 +1359,8 @@ def _fmt_theta(f: FitResult | NoFit) -> str:
         return "(fixed)"
     # a constant running off to ~1e6+ (or a positive one to ~0) means that term drops out: the law
     # degenerates to a simpler one
-    g = lambda v: "unbounded" if abs(v) >= 1e6 else "~0" if 0 < abs(v) < 1e-6 else f"{v:.3g}"
+    g = lambda v: ("unbounded" if abs(v) >= RUNAWAY else "~0" if 0 < abs(v) < 1 / RUNAWAY
+                   else f"{v:.3g}")
     if not np.all(np.isfinite(f.ci_low)):
         return ", ".join(f"{p} = {g(t)}" for p, t in zip(f.param_names, f.theta)) + " (no CI)"
     return ", ".join(f"{p} = {g(t)} [{g(lo)}, {g(hi)}]"

@@ -121,6 +121,65 @@ def test_held_out_comparison_prefers_generating_law():
     assert "**Held-out winner: two-scale**" in text
 
 
+def test_two_scale_with_b_at_its_bound_is_a_xi_c():
+    """Data from a*xi_c (3 % deterministic scatter): two-scale's b runs off to its bound in every
+    fold, so its held-out error ties a*xi_c's to rounding; the winner is the simpler a*xi_c."""
+    rng = np.random.default_rng(1)
+    bs = []
+    for k in range(2):
+        xc, x1 = _scales(12, rng)
+        L = 5.0 * xc * (1 + 0.03 * np.cos(np.arange(12) * (k + 1.7)))
+        bs.append(_boundary(L, xc, x1, label=f"sweep{k}"))
+    comp = fit.compare_held_out(bs)
+    assert all(t[1] >= fit.RUNAWAY for t in comp["two-scale"]["theta"].values())
+    assert comp["two-scale"]["mean"] == pytest.approx(comp["a*xi_c"]["mean"], rel=fit.TIE_RTOL)
+    assert fit.held_out_winner(comp) == "a*xi_c"
+    assert "**Held-out winner: a*xi_c**" in fit.report(bs, n_boot=0)
+
+
+def test_held_out_winner_ties_and_runaway_constants():
+    big, fin = [2.0, 1e13], [2.0, 30.0]
+
+    def comp(two, one):
+        """two-scale (mean error, constants of fold 0, of fold 1) against a*xi_1 (mean error)."""
+        return {"two-scale": {"law": fit.LAWS["two-scale"], "errors": {0: two[0], 1: two[0]},
+                              "theta": {0: np.array(two[1]), 1: np.array(two[2])},
+                              "mean": two[0], "reason": None},
+                "a*xi_1": {"law": fit.LAWS["a*xi_1"], "errors": {0: one, 1: one},
+                           "theta": {0: np.array([3.0]), 1: np.array([3.0])}, "mean": one,
+                           "reason": None}}
+    # a tie within TIE_RTOL: the law with fewer constants wins
+    assert fit.held_out_winner(comp((0.2, fin, fin), 0.2 * (1 + 1e-8))) == "a*xi_1"
+    # a real difference wins, whatever the number of constants
+    assert fit.held_out_winner(comp((0.19, fin, fin), 0.2)) == "two-scale"
+    # b ran off in every fold: two-scale is a*xi_c, even where it scored better
+    assert fit.held_out_winner(comp((0.19, big, big), 0.2)) == "a*xi_c"
+    # ... but not when one fold used a finite b
+    assert fit.held_out_winner(comp((0.19, big, fin), 0.2)) == "two-scale"
+    # laws scored on fewer folds cannot win; no finite error: no winner
+    c = comp((0.1, fin, fin), 0.2)
+    del c["two-scale"]["errors"][1]
+    assert fit.held_out_winner(c) == "a*xi_1"
+    c["a*xi_1"]["mean"] = np.nan
+    assert fit.held_out_winner(c) == "two-scale"
+    assert fit.held_out_winner({}) is None
+
+
+@pytest.mark.parametrize("law,theta,simpler,rest", [
+    ("two-scale", [4.0, 1e13], "a*xi_c", [4.0]),
+    ("two-scale", [1e13, 9.0], "a*xi_1", [9.0]),
+    ("two-scale", [4.0, 9.0], "two-scale", [4.0, 9.0]),
+    ("a_inf*T/(T+T_half)*xi_c", [3.0, 1e-9], "a*xi_c", [3.0]),
+    ("a_inf*T/(T+T_half)*xi_1", [3.0, 50.0], "a_inf*T/(T+T_half)*xi_1", [3.0, 50.0])])
+def test_simplest_law_predicts_what_the_fitted_law_predicts(law, theta, simpler, rest):
+    name, th = fit.simplest(law, theta)
+    assert name == simpler and list(th) == rest
+    rng = np.random.default_rng(0)
+    xc, x1, T = rng.uniform(3, 100, 50), rng.uniform(3, 100, 50), rng.uniform(10, 1e4, 50)
+    np.testing.assert_allclose(fit.get_law(name).predict(list(th), xc, x1, T),
+                               fit.get_law(law).predict(list(theta), xc, x1, T), rtol=1e-7)
+
+
 def test_boundary_from_arrays_and_cli(capsys):
     b = fit.boundary_from_arrays([1.0, 2.2, 3.1], [20, 100, 45], keep=1.0)
     assert b.xi_c.shape == (3,) and np.all(b.censor == 0)

@@ -315,3 +315,22 @@ def test_bootstrap_zero_says_no_ci(capsys):
                      "--bootstrap", "0"]) == 0
     out = capsys.readouterr().out
     assert "(no CI)" in out and "no CI (0 resamples)" in out and "[" not in out.split("| a*xi_c |")[1].split("\n")[0]
+
+
+def test_a_store_written_before_checkpoints_is_refused_by_name(tmp_path, capsys):
+    """A trainability table without max_steps (the schema before checkpoints) is not opened: the
+    store refuses a table whose columns differ from experiments.config.COLUMNS, and the fit says
+    so (no row is read with a guessed budget)."""
+    import sqlite3
+
+    from experiments.config import COLUMNS
+    db = tmp_path / "old.sqlite"
+    old = {c: t for c, t in COLUMNS.items() if c != "max_steps"}
+    with sqlite3.connect(db) as con:
+        con.execute(f"CREATE TABLE trainability ({', '.join(f'{c} {t}' for c, t in old.items())})")
+        con.execute("INSERT INTO trainability (sigma_w2, depth, steps, eval_acc) VALUES (1.5, 10, 100, 0.9)")
+    with pytest.raises(ValueError, match="has columns .* but the store was opened with"):
+        fit.read_db(db)
+    assert fit.main(["--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: table 'trainability'") and "Traceback" not in err
