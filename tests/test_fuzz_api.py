@@ -193,7 +193,7 @@ def test_fixed_points_and_slopes(lay, fn):
     out = call(fn, act, sw, sb, **kwargs)
     if not isinstance(out, Exception):
         no_nan(out, f"of {fn.__name__}")
-        assert np.all(out >= 0)
+        assert np.all(out >= (-1 if fn is mf.chi_q else 0))
 
 
 @fuzz
@@ -207,7 +207,8 @@ def test_analyze(lay, on_missing):
     for name in ("q_star", "c_star", "chi_1", "chi_c", "chi_q", "xi_q", "xi_c", "xi_1", "c_slope"):
         v = getattr(res, name)
         assert not np.any(np.isnan(v[ok])), f"NaN in {name}"
-        assert np.all(v[ok] >= 0), name
+        # chi_q < 0 is a decreasing variance map (Sparseout, s < 2 on a sigmoid); stable: >= -1
+        assert np.all(v[ok] >= (-1 if name == "chi_q" else 0)), name
     assert np.all(res.c_star[ok] <= 1)
     if on_missing == "raise":
         assert np.all(ok)
