@@ -73,9 +73,11 @@ resample from the fit to all points.
 **Comparison**: each law is fitted on one boundary and scored on every other boundary at the same
 budget (another keep, data set or panel) by the RMS of the log residuals ``ln L_law - ln L_max``,
 where a censored point counts only when the law violates its bound; the winner has the smallest mean
-held-out error. Results are keyed by boundary index, so equal labels never merge pairs. With several
-budgets, ``a(T)`` is fitted per budget and each budget-aware law is fitted on all budgets but one and
-scored on the one left out.
+held-out error (within ``TIE_RTOL`` a tie, won by the law with fewer constants; a law whose extra
+constant ran off to its bound in every fold is named as the simpler law it then is, e.g.
+``two-scale`` with b unbounded is ``a*xi_c``: ``simplest``). Results are keyed by boundary index,
+so equal labels never merge pairs. With several budgets, ``a(T)`` is fitted per budget and each
+budget-aware law is fitted on all budgets but one and scored on the one left out.
 """
 from __future__ import annotations
 

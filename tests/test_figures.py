@@ -122,11 +122,72 @@ def test_training_figures(rendered):
     fin = s[np.isfinite(s)]
     assert fin.size and np.all(fin % 5 == 0) and np.all(fin <= 40)
     r7 = rendered[0]["fig7_trainability"]
-    for keep in r7.data["keeps"]:
-        x, y = _line(r7.fig, f"{keep:g}/6xi_c")
-        np.testing.assert_allclose(y, 6 * mf.analyze("tanh", x, 0.05, keep).xi_c, rtol=1e-10)
-        acc = r7.data[f"{keep:g}/accuracy"]
+    assert r7.data["panels"] == ["1", "0.98"]
+    for panel in r7.data["panels"]:
+        x, y = _line(r7.fig, f"{panel}/6xi_c")
+        np.testing.assert_allclose(y, 6 * mf.analyze("tanh", x, 0.05, float(panel)).xi_c, rtol=1e-10)
+        acc = r7.data[f"{panel}/accuracy"]
         assert np.all((acc >= 0) & (acc <= 1))
+
+
+def test_fig7_panel_of_another_noise_layer_draws_its_own_theory(tmp_path, monkeypatch):
+    """A Gaussian-noise panel beside dropout at keep 1 (both have keep probability 1): each panel
+    draws 6 xi_c and the fitted law with its own layer's depth scales."""
+    from experiments import fit
+    from experiments.figures import Context, training
+    from meanfield.noise import Dropout, GaussianNoise
+    layers = (Dropout(keep=1.0), GaussianNoise(sigma_eps2=0.1))
+    sws, depths = np.arange(1.0, 4.01, 0.5), (3, 5, 8, 12, 20, 32, 50, 80, 128)
+    rows = []
+    for layer in layers:
+        xi_c = mf.analyze("tanh", sws, 0.05, noise=layer).xi_c
+        for s, xc in zip(sws, xi_c):
+            for d in depths:
+                acc = 0.9 if d <= 4 * xc else 0.1
+                rows.append(dict(dataset="mnist", activation="tanh", width=16, sigma_b2=0.05,
+                                 noise=layer.spec(), keep=1.0, optimizer="sgd", lr=0.01,
+                                 max_steps=100, steps=100, sigma_w2=float(s), depth=d, seed=0,
+                                 eval_acc=acc))
+    monkeypatch.setattr(training, "trainability_rows", lambda ctx: (rows, "test rows"))
+    fig, data = training.render_trainability(Context(quick=True, cache=Cache(tmp_path),
+                                                     progress=False))
+    assert data["panels"] == ["1", "gaussian(sigma_eps2=0.1)"]
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["$\\rho$ = 1 (no dropout)",
+                                                       "gaussian(sigma_eps2=0.1)"]
+    law = fit.LAWS[data["law"]]
+    for panel, layer in zip(data["panels"], layers):
+        x, y = _line(fig, f"{panel}/6xi_c")
+        res = mf.analyze("tanh", x, 0.05, noise=layer)
+        np.testing.assert_allclose(y, 6 * res.xi_c, rtol=1e-10)
+        _, y = _line(fig, f"{panel}/law")
+        np.testing.assert_allclose(y, law.predict(list(data["theta"]), res.xi_c, res.xi_1),
+                                   rtol=1e-9)
+    # the two layers' theories differ: a panel drawing the other's would fail above
+    assert not np.allclose(_line(fig, "1/6xi_c")[1], _line(fig, "gaussian(sigma_eps2=0.1)/6xi_c")[1])
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_budget_figure_draws_the_law_it_names(rendered):
+    """Each drawn law curve is law.predict(theta, xi_c, xi_1, T) with the depth scales recomputed
+    here from meanfield.analyze, and the a(T) curve is the law at unit depth scales."""
+    from experiments import fit
+    r = rendered[0]["budget_trainable_depth"]
+    T = r.data["T_fine"]
+    assert r.data["law"] in fit.budget_laws("xi_c")   # quick mode fits a law: nothing skipped
+    law, theta = fit.get_law(r.data["law"]), list(r.data["theta"])
+    keys = [g[:-len("/law")] for ax in r.fig.axes for g in (ln.get_gid() for ln in ax.get_lines())
+            if g and g.endswith("/law") and not g.startswith("a(T)")]
+    assert len(keys) >= 4 and {k.split("/")[0] for k in keys} == {"1", "0.98"}
+    for key in keys:
+        keep, s = (float(v) for v in key.split("/"))
+        res = mf.analyze("tanh", s, 0.05, keep)
+        x, y = _line(r.fig, f"{key}/law")
+        np.testing.assert_array_equal(x, T)
+        np.testing.assert_allclose(y, law.predict(theta, float(res.xi_c), float(res.xi_1), T),
+                                   rtol=1e-9)
+    np.testing.assert_allclose(_line(r.fig, "a(T)/law")[1], law.predict(theta, 1.0, 1.0, T),
+                               rtol=1e-12)
 
 
 def test_phase_and_sparseout(rendered):

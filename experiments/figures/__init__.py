@@ -1,7 +1,7 @@
 """Regenerate every figure of the toolkit: ``python -m experiments.figures [NAME ...] [--quick]``.
 
 Each figure is a function ``render(ctx) -> (fig, data)`` in one of the group modules (maps,
-gradients, universality, training, phase, sparseout). Expensive inputs go through the disk cache
+gradients, universality, training, budget, phase, sparseout). Expensive inputs go through the disk cache
 (:mod:`experiments.figures.cache`); theory curves are drawn from ``meanfield`` calls and carry the
 matplotlib ``gid`` of the data key they show, so tests can read them back from the Figure and
 compare them with the theory functions. ``data`` holds every plotted array under those keys.
@@ -55,6 +55,8 @@ FIGURES = {s.name: s for s in (
                "steps to 25 % test accuracy versus learning rate and depth, keep 1 / 0.99 / 0.98"),
     FigureSpec("fig7_trainability", "training", "render_trainability",
                "trainability heatmaps (sigma_w^2 x depth) with the fitted law and 6 xi_c"),
+    FigureSpec("budget_trainable_depth", "budget", "render",
+               "trainable depth L_max vs training budget T with the budget-aware law and a(T)"),
     FigureSpec("phase_depth_scales", "phase", "render",
                "xi_c and xi_1 over (sigma_w^2, sigma_b^2), with and without dropout"),
     FigureSpec("sparseout", "sparseout", "render",

@@ -3,44 +3,19 @@ several budgets for a few sigma_w^2 per keep, with the budget-aware law of ``exp
 (the winner on held-out budgets, fitted on every budget) as theory curves L = a(T) xi(sigma_w^2),
 and the per-budget constant a(T) (95 % bootstrap CI) against the fitted a(T).
 
-Data: ``results/trainability_cpu.sqlite`` when it holds at least three budgets (checkpoint rows),
-else the figure's own sweep in the cache: the Fig. 7 figure sweep trained once per budget of
-``budgets(quick)``. Its rows differ only in ``steps``; with equal seeds and minibatch streams the
-shorter runs are exactly the checkpoints of the longer ones, so they are read as checkpoints.
+Data: every checkpoint row of Fig. 7's source (``experiments.figures.training.trainability_rows``):
+the first complete results database of ``SOURCES`` whose preset evaluates at least three budgets
+(``results/trainability_cpu-large.sqlite``: checkpoints 60, 150 and the final 300 steps; the cpu
+preset's two budgets are too few), else Fig. 7's own sweep in the cache (SGD lr 0.01, 400 steps,
+checkpoints 25, 50, 100, 200; quick: 20 steps, checkpoints 5, 10), trained once for both figures.
+A checkpoint row at step T is exactly the final row of the same network trained for T steps.
 """
 from __future__ import annotations
-
-from dataclasses import asdict, replace
 
 import numpy as np
 
 from . import style
-from .training import _data_dir, trainability_sweep
-
-
-def budgets(quick: bool) -> tuple[int, ...]:
-    """Training budgets T (steps) of the figure's own sweep."""
-    return (5, 10, 20) if quick else (25, 50, 100, 200, 400)
-
-
-def budget_rows(ctx):
-    """(rows, description): the cpu preset database with >= 3 budgets, else the figure's sweep."""
-    from experiments.fit import read_db
-    from experiments.trainability import open_store, run_sweep
-    db = ctx.results_dir / "trainability_cpu.sqlite"
-    if not ctx.quick and db.is_file():
-        rows = read_db(db, dataset="mnist")
-        if len({r["steps"] for r in rows}) >= 3:
-            return rows, f"results/{db.name} (cpu preset)"
-    base = trainability_sweep(ctx.quick)
-    Ts = budgets(ctx.quick)
-    path = ctx.cache.sqlite_path("budget", dict(asdict(base), budgets=list(Ts)))
-    for T in Ts:
-        run_sweep(replace(base, steps=T), path, data_dir=_data_dir(), device="cpu",
-                  preset="figure-budget", progress=ctx.progress)
-    with open_store(path) as st:
-        rows = st.rows()
-    return rows, f"figure sweep, one run per budget (cache {path.name})"
+from .training import panel_of, trainability_rows
 
 
 def _chosen_sigmas(bs, n: int) -> np.ndarray:
@@ -84,7 +59,6 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
     for b in bs:
         panels.setdefault(b.protocol, []).append(b)
     panels = sorted(panels.values(), key=lambda g: -g[0].keep)
-    from meanfield.noise import Dropout
     Ts = np.array(sorted({b.budget for b in bs}))
     T_fine = np.geomspace(Ts.min(), Ts.max(), 60)
     law = fitmod.get_law(law_fit.law) if law_fit is not None else None
@@ -92,8 +66,7 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
     data = {"T_fine": T_fine, "budgets": Ts}
     for ax, group in zip(axes[0], panels):
         group = sorted(group, key=lambda b: b.budget)
-        noise = group[0].noise
-        panel = f"{noise.keep:g}" if type(noise) is Dropout else noise.spec()
+        panel, panel_title = panel_of(group[0].noise)
         for k, s in enumerate(_chosen_sigmas(group, n_sigma)):
             T, L, cens, xc, x1 = [], [], [], None, None
             for b in group:
@@ -113,8 +86,7 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
                 pred = law.predict(list(law_fit.theta), xc, x1, T_fine)
                 ax.plot(T_fine, pred, color=style.color(k), gid=f"{key}/law")
                 data[f"{key}/law"] = pred
-        ax.set_title(style.keep_label(noise.keep) if type(noise) is Dropout else noise.spec(),
-                     fontsize=8)
+        ax.set_title(panel_title, fontsize=8)
     axes[0, 0].set_ylabel(r"trainable depth $L_{max}$")
     ax = axes[0, -1]
     if per_budget:
@@ -152,11 +124,11 @@ def draw(boundaries, law_fit=None, per_budget=None, *, n_sigma: int = 4, title: 
 
 
 def render(ctx):
-    """The figure from ``budget_rows(ctx)``: boundaries per budget, a(T) per budget with CIs and the
-    budget law that predicts held-out budgets best (fitted on all of them); returns (fig, data) as
-    ``draw`` plus ``law`` and ``theta``."""
+    """The figure from ``trainability_rows(ctx, checkpoints=True)``: boundaries per budget, a(T) per
+    budget with CIs and the budget law that predicts held-out budgets best (fitted on all of them);
+    returns (fig, data) as ``draw`` plus ``law`` and ``theta``."""
     from experiments import fit as fitmod
-    rows, source = budget_rows(ctx)
+    rows, source = trainability_rows(ctx, checkpoints=True)
     bs = fitmod.extract_boundaries(rows, per_step="each")
     scale = "xi_c"
     n_boot = fitmod.MIN_BOOT if ctx.quick else 1000

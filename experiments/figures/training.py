@@ -208,34 +208,48 @@ def _last(rows, checkpoints):
     return rows if checkpoints else [r for r in rows if r["steps"] == r["max_steps"]]
 
 
+def panel_of(noise) -> tuple[str, str]:
+    """(data key, title) of a noise layer's panel: the keep probability and ``style.keep_label``
+    for dropout (the papers' parameter), else the layer's spec for both."""
+    from meanfield.noise import Dropout
+    if type(noise) is Dropout:
+        return f"{noise.keep:g}", style.keep_label(noise.keep)
+    return noise.spec(), noise.spec()
+
+
 def render_trainability(ctx):
+    """Fig. 7 from ``trainability_rows(ctx)``: one panel per noise layer (boundary of
+    ``experiments.fit``), its accuracy heatmap, boundary points, 6 xi_c and the law that predicts
+    the other panels best (``fit.held_out_winner``; a*xi_c with one panel), drawn with that
+    panel's own depth scales; returns (fig, data) with every drawn array under its ``gid``."""
     from experiments import fit as fitmod
     rows, source = trainability_rows(ctx)
-    keeps = sorted({r["keep"] for r in rows}, reverse=True)
-    bounds = {b.keep: b for b in fitmod.extract_boundaries(rows)}
+    bounds = sorted(fitmod.extract_boundaries(rows), key=lambda b: (-b.keep, b.noise.spec()))
     law_name, theta = None, None
     try:
-        bl = list(bounds.values())
-        law_name = (fitmod.held_out_winner(fitmod.compare_held_out(bl)) if len(bl) > 1
+        law_name = (fitmod.held_out_winner(fitmod.compare_held_out(bounds)) if len(bounds) > 1
                     else None) or "a*xi_c"
-        theta = fitmod.fit_law(law_name, bl, n_boot=0).theta
+        # a constant that ran off to its bound on all panels: draw the simpler law it amounts to
+        law_name, theta = fitmod.simplest(law_name, fitmod.fit_law(law_name, bounds, n_boot=0).theta)
     except ValueError as exc:  # too few interior boundary points (small sweeps)
         law_name, theta, fit_note = None, None, f"no law fitted: {exc}"
     else:
         fit_note = ""
-    fig, axes = style.figure(1, len(keeps), width=7.2 if len(keeps) > 1 else 4.0, height=3.3)
-    data = {"keeps": np.array(keeps), "law": law_name or "", "fit_note": fit_note,
+    fig, axes = style.figure(1, len(bounds), width=7.2 if len(bounds) > 1 else 4.0, height=3.3)
+    panels = [panel_of(b.noise) for b in bounds]
+    data = {"panels": [key for key, _ in panels], "law": law_name or "", "fit_note": fit_note,
             "theta": theta if theta is not None else np.array([])}
     sws_all = np.array(sorted({r["sigma_w2"] for r in rows}))
     depths_all = np.array(sorted({r["depth"] for r in rows}))
     fine = np.linspace(sws_all.min(), sws_all.max(), 200)
     from matplotlib.colors import Normalize
     norm = Normalize(0.0, 1.0)
-    for k, keep in enumerate(keeps):
+    canonical = {t: mf.noise_from_spec(t).spec() for t in {r["noise"] for r in rows}}
+    for k, (b, (key, title)) in enumerate(zip(bounds, panels)):
         ax = axes[0, k]
         acc = np.full((len(depths_all), len(sws_all)), np.nan)
         for r in rows:
-            if r["keep"] == keep:
+            if canonical[r["noise"]] == b.noise.spec():
                 i = np.searchsorted(depths_all, r["depth"])
                 j = np.searchsorted(sws_all, r["sigma_w2"])
                 v = r["eval_acc"]
@@ -243,43 +257,41 @@ def render_trainability(ctx):
         xe = _edges(sws_all)
         ye = _edges(depths_all)
         im = ax.pcolormesh(xe, ye, acc, cmap=style.CMAP, norm=norm)
-        im.set_gid(f"acc/{keep:g}")
-        data[f"{keep:g}/accuracy"] = acc
-        res = mf.analyze("tanh", fine, SB, keep)
+        im.set_gid(f"acc/{key}")
+        data[f"{key}/accuracy"] = acc
+        res = mf.analyze(b.activation, fine, b.sigma_b2, noise=b.noise)
         six = 6 * np.asarray(res.xi_c)
         ln, = ax.plot(fine, six, color=style.color(1), lw=1.5, label=r"$6\,\xi_c$ (Schoenholz)")
-        ln.set_gid(f"{keep:g}/6xi_c")
-        data[f"{keep:g}/sigma_w2_fine"], data[f"{keep:g}/6xi_c"] = fine, six
+        ln.set_gid(f"{key}/6xi_c")
+        data[f"{key}/sigma_w2_fine"], data[f"{key}/6xi_c"] = fine, six
         if law_name is not None:
-            xc, x1 = fitmod.depth_scales(fine, keep, sigma_b2=SB)
-            pred = fitmod.LAWS[law_name].predict(theta, xc, x1)
+            xc, x1 = fitmod.depth_scales(fine, b.noise, activation=b.activation, sigma_b2=b.sigma_b2)
+            pred = fitmod.get_law(law_name).predict(theta, xc, x1)
             ln, = ax.plot(fine, pred, color=style.color(5), lw=1.5, ls="--",
                           label=f"fitted {law_name.replace('xi_1', 'ξ₁').replace('xi_c', 'ξ_c')}: "
                                 + ", ".join(f"{t:.3g}" for t in theta))
-            ln.set_gid(f"{keep:g}/law")
-            data[f"{keep:g}/law"] = pred
-        b = bounds.get(keep)
-        if b is not None:
-            for c, mk, lab in ((0, "o", "boundary $L_{max}$"), (1, "^", "$L_{max}$ > (all train)"),
-                               (-1, "v", "$L_{max}$ < (none trains)")):
-                sel = b.censor == c
-                if sel.any():
-                    ax.plot(b.sigma_w2[sel], b.L_max[sel], mk, color="w", mec="k", ms=4.5, label=lab)
-            data[f"{keep:g}/L_max"] = b.L_max
+            ln.set_gid(f"{key}/law")
+            data[f"{key}/law"] = pred
+        for c, mk, lab in ((0, "o", "boundary $L_{max}$"), (1, "^", "$L_{max}$ > (all train)"),
+                           (-1, "v", "$L_{max}$ < (none trains)")):
+            sel = b.censor == c
+            if sel.any():
+                ax.plot(b.sigma_w2[sel], b.L_max[sel], mk, color="w", mec="k", ms=4.5, label=lab)
+        data[f"{key}/L_max"] = b.L_max
         ax.set_ylim(ye[0], ye[-1])
         ax.set_xlim(xe[0], xe[-1])
         ax.set_xlabel(r"$\sigma_w^2$")
-        ax.set_title(style.keep_label(keep) + (f"\n({fit_note})" if fit_note and k == 0 else ""))
+        ax.set_title(title + (f"\n({fit_note})" if fit_note and k == 0 else ""))
     axes[0, 0].set_ylabel("depth $L$")
     h, lab = axes[0, 0].get_legend_handles_labels()
     fig.legend(h, lab, loc="outside lower center", ncol=3)
     cb = fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.9)
     cb.set_label("accuracy (training eval batch, no dropout)")
     r0 = rows[0]
-    holes = any(np.isnan(data[f"{k:g}/accuracy"]).any() for k in keeps)
-    fig.suptitle(f"Trainability, {r0['dataset']}, tanh, $\\sigma_b^2$ = {r0['sigma_b2']:g}, width "
-                 f"{r0['width']}, {r0['optimizer']} lr {r0['lr']:g}, {r0['steps']} steps; data: {source}"
-                 + ("\nblank cells: depths the boundary search did not train" if holes else ""),
+    holes = any(np.isnan(data[f"{key}/accuracy"]).any() for key in data["panels"])
+    fig.suptitle(f"Trainability, {r0['dataset']}, {r0['activation']}, $\\sigma_b^2$ = {r0['sigma_b2']:g}, "
+                 f"width {r0['width']}, {r0['optimizer']} lr {r0['lr']:g}, {r0['steps']} steps; data: "
+                 f"{source}" + ("\nblank cells: depths the boundary search did not train" if holes else ""),
                  fontsize=8)
     return fig, data
 
