@@ -55,11 +55,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     noise = noise_from_args(args, ap)
     from ..depth_scales import analyze  # after parsing: --help and errors stay instant
+    from ..gauss import ConvergenceError
 
     try:
         res = analyze(args.activation, args.sigma_w2, args.sigma_b2, noise=noise, on_missing="nan")
     except ValueError as err:
         ap.error(str(err))
+    except ConvergenceError as err:  # a numerical failure of ours, not a usage error
+        print(f"error: {err} (please report this with the command line)", file=sys.stderr)
+        return 1
     records = res.records()
     for rec in records:
         rec[f"{args.multiple:g}_xi_c"] = args.multiple * rec["xi_c"]

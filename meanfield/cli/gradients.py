@@ -160,11 +160,15 @@ def main(argv=None):
         parser.error(f"argument --engine: {noise.name} noise acts on weights and needs "
                      "--engine dense")
     _check_device(parser, args)
+    from ..gauss import ConvergenceError
     try:
         rows, notes = compute_table(args, noise)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ConvergenceError as exc:  # a numerical failure of ours, not a usage error
+        print(f"error: {exc} (please report this with the command line)", file=sys.stderr)
+        return 1
     if args.out:
         if args.out.endswith(".json"):
             with open(args.out, "w") as f:
