@@ -24,6 +24,15 @@ Engines (``engine=``, or on the command line the flags of :func:`add_runner_argu
 - ``"serial"`` (``--serial``): this process, one task after another, no Dask (debugging, and the
   reference the tests compare Dask against).
 - a ``distributed.Client``: used as it is and left open (tests, notebooks, dask-jobqueue).
+- a :class:`Session` (``with session(engine, workers=..., cuda=...) as s: run(..., engine=s)``):
+  one cluster for several ``run`` calls (e.g. the rounds of a boundary search), started on the
+  first call that has work and closed when the ``with`` block ends.
+
+An engine this module starts (the embedded cluster, or a client of a scheduler) is closed client
+first, then cluster, each within ``CLOSE_TIMEOUT``. A worker process slow to exit (a CUDA context
+being torn down) is killed by its nanny after 4 s; that kill and the closed connections it leaves
+are expected, so their log records (``Worker process still alive ... killing``, ``CommClosedError``)
+are dropped while closing, and only then.
 
 A task's rows depend only on its arguments (seeds included), never on the worker or the order, so
 every engine stores the same numbers. Torch work is single-threaded on Dask workers
@@ -42,11 +51,13 @@ from typing import Any
 
 from experiments.store import Store
 
-__all__ = ["Task", "run", "local_cluster", "scheduler_address", "add_runner_arguments",
-           "runner_from_args", "SCHEDULER_ENV", "CONNECT_TIMEOUT"]
+__all__ = ["Task", "Session", "run", "session", "local_cluster", "scheduler_address",
+           "add_runner_arguments", "runner_from_args", "SCHEDULER_ENV", "CONNECT_TIMEOUT",
+           "CLOSE_TIMEOUT"]
 
 SCHEDULER_ENV = "MEANFIELD_SCHEDULER"
 CONNECT_TIMEOUT = "10s"  # how long to wait for an existing scheduler
+CLOSE_TIMEOUT = 60.0     # seconds to close a client, then its cluster (nannies kill after 4 s)
 _ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-_]*):([0-9]{1,5})$")
 
 
@@ -100,13 +111,14 @@ def run(tasks: Iterable[Task], store: Store, *, engine: Any = None, workers: int
         In order of priority (Dask starts them in this order; serial runs them in it).
     store : Store
         Written by this process only, one committed transaction per finished task.
-    engine : None, "serial", "local", scheduler address or distributed.Client
+    engine : None, "serial", "local", scheduler address, distributed.Client or Session
         See the module docstring; None means ``$MEANFIELD_SCHEDULER`` if set, else "local".
     workers : int, optional
-        Worker processes of the "local" engine (default: one per core, or per GPU with ``cuda``).
+        Worker processes of the "local" engine (default: one per core, or per GPU with ``cuda``);
+        a Session has its own.
     cuda : bool
         "local" engine only: one worker per visible GPU (``workers`` of them, assigned round robin
-        when given), each seeing only its own device as ``cuda``.
+        when given), each seeing only its own device as ``cuda``; a Session has its own.
     progress : bool
         tqdm bar over the summed task weights, the finished ones counted from the start.
     desc, unit : str
@@ -120,8 +132,9 @@ def run(tasks: Iterable[Task], store: Store, *, engine: Any = None, workers: int
     Raises
     ------
     ValueError
-        Bad ``engine`` / ``workers``, or a task whose rows do not carry exactly its keys (a task
-        that could never count as done).
+        Bad ``engine`` / ``workers``, ``workers`` or ``cuda`` given with a Session, a closed
+        Session, or a task whose rows do not carry exactly its keys (a task that could never
+        count as done).
     ConnectionError
         No scheduler reachable at the address within ``CONNECT_TIMEOUT``.
     Exception
@@ -131,7 +144,13 @@ def run(tasks: Iterable[Task], store: Store, *, engine: Any = None, workers: int
     ----------
     Issue 11 section 3 (the distributed engine); module docstring of ``experiments.store``.
     """
-    engine = _engine(engine, workers)
+    if isinstance(engine, Session):
+        if workers is not None or cuda:
+            raise ValueError("workers and cuda are the session's: give them to session(), not run()")
+        if engine.closed:
+            raise ValueError("the session is closed: run inside its with block")
+    else:
+        engine = _engine(engine, workers)
     tasks = list(tasks)
     for t in tasks:
         if not isinstance(t, Task):
@@ -266,30 +285,132 @@ def local_cluster(workers: int | None = None, devices: Sequence[str] | None = No
                            name="meanfield")
 
 
+class Session:
+    """An engine shared by several :func:`run` calls; made by :func:`session`.
+
+    Attributes
+    ----------
+    engine : "serial", "local", a scheduler address or a distributed.Client
+        The validated engine.
+    closed : bool
+        True once the session's ``with`` block has ended.
+    """
+
+    def __init__(self, engine, workers: int | None, cuda: bool):
+        self.engine = _engine(engine, workers)
+        self._workers, self._cuda = workers, cuda
+        self._cluster = self._client = None
+        self.closed = False
+
+    def client(self):
+        """None for the serial engine, else a Client: the given one, or the session's own,
+        started (embedded cluster) or connected (scheduler address) on the first call."""
+        if self.engine == "serial":
+            return None
+        if not isinstance(self.engine, str):
+            return self.engine
+        if self._client is None:
+            self._cluster, self._client = _connect(self.engine, self._workers, self._cuda)
+        return self._client
+
+    def close(self) -> None:
+        """Close the session's own client, then its cluster (a given Client stays open)."""
+        self.closed = True
+        client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
+        if client is not None:
+            with _quiet_shutdown():
+                client.close(timeout=CLOSE_TIMEOUT)
+                if cluster is not None:
+                    cluster.close(timeout=CLOSE_TIMEOUT)
+
+
 @contextmanager
-def _client(engine, workers, cuda) -> Iterator[Any]:
-    """None for the serial engine, else a Client (closed afterwards unless it was given)."""
-    if engine == "serial":
-        yield None
-        return
-    if not isinstance(engine, str):
+def session(engine: Any = None, *, workers: int | None = None, cuda: bool = False) -> Iterator[Session]:
+    """One engine for several :func:`run` calls: ``with session(...) as s: run(..., engine=s)``.
+
+    Parameters
+    ----------
+    engine : None, "serial", "local", scheduler address, distributed.Client or Session
+        As in :func:`run`; a Session is yielded as it is (its owner closes it).
+    workers, cuda :
+        As in :func:`run` (the "local" engine's worker processes and GPUs).
+
+    Yields
+    ------
+    Session
+        Pass it to :func:`run` as ``engine``. Its cluster (or scheduler connection) is made on the
+        first ``run`` with work, so a session whose runs find everything stored starts nothing;
+        it is closed when the block ends, also on an error.
+
+    Raises
+    ------
+    ValueError
+        Bad ``engine`` / ``workers`` (as :func:`run`).
+    ConnectionError
+        No scheduler reachable at the address (on the first ``run`` with work).
+    """
+    if isinstance(engine, Session):
         yield engine
         return
+    s = Session(engine, workers, cuda)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _connect(engine: str, workers, cuda):
+    """(cluster or None, Client) of the "local" engine or of a scheduler address."""
     from distributed import Client
 
     if engine == "local":
-        with local_cluster(workers, _cuda_devices() if cuda else None) as cluster, \
-                Client(cluster) as client:
-            yield client
-        return
+        cluster = local_cluster(workers, _cuda_devices() if cuda else None)
+        try:
+            return cluster, Client(cluster)
+        except BaseException:
+            cluster.close(timeout=CLOSE_TIMEOUT)
+            raise
     try:
-        client = Client(engine, timeout=CONNECT_TIMEOUT)
+        return None, Client(engine, timeout=CONNECT_TIMEOUT)
     except OSError as e:
         raise ConnectionError(f"no Dask scheduler reachable at {engine} within {CONNECT_TIMEOUT} "
                               f"({e}); start one with `dask scheduler`, or drop --scheduler / "
                               f"${SCHEDULER_ENV} to use the embedded cluster") from e
-    with client:
-        yield client
+
+
+class _ShutdownNoise(logging.Filter):
+    """Drops the log records of an orderly shutdown: a nanny killing a worker process that is slow
+    to exit, and the closed connections (``CommClosedError``) that leaves behind."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distributed.comm.core import CommClosedError
+
+        if record.getMessage().startswith("Worker process still alive after"):
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, CommClosedError) or "CommClosedError" in record.getMessage())
+
+
+@contextmanager
+def _quiet_shutdown() -> Iterator[None]:
+    """``_ShutdownNoise`` on every ``distributed`` logger while the block runs."""
+    noise = _ShutdownNoise()
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name == "distributed" or name.startswith("distributed.")]
+    for lg in loggers:
+        lg.addFilter(noise)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(noise)
+
+
+@contextmanager
+def _client(engine, workers, cuda) -> Iterator[Any]:
+    """None for the serial engine, else a Client (closed afterwards unless given or a session's)."""
+    with session(engine, workers=workers, cuda=cuda) as s:
+        yield s.client()
 
 
 def _serial(todo: list[Task]) -> Iterator[tuple[Task, Any]]:

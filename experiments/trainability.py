@@ -36,8 +36,10 @@ same network trained for T steps; a sweep gives boundaries at several budgets at
 
 **Execution.** One task of ``experiments.runner`` = one batched ensemble (``experiments.ensemble``:
 one data set, depth and noise layer, at most ``--max-members`` networks: the sigma_w^2 values and
-seeds), run on Dask (default: an embedded cluster, one single-threaded worker per core; ``--serial``
-in this process; ``--scheduler`` an existing cluster). Workers return rows; the driver alone writes
+seeds), run on Dask (default: an embedded cluster, one single-threaded worker per core, or per GPU
+with ``--device cuda``; ``--serial`` in this process; ``--scheduler`` an existing cluster). One
+``experiments.runner.session`` serves the whole sweep: the cluster starts with the first ensemble
+to train (a finished sweep starts none) and every search round reuses it. Workers return rows; the driver alone writes
 SQLite, one transaction per ensemble, and the progress bar counts networks. Rows are keyed by the
 full configuration, so rerunning the same command skips finished networks: a killed sweep resumes
 with nothing lost but the ensembles in flight and nothing duplicated. The boundary search replays
@@ -76,7 +78,6 @@ import os
 import sys
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -479,8 +480,7 @@ class _Context:
     precision: str
     data_dir: str
     preset: str
-    engine: object
-    workers: int | None
+    engine: object   # an experiments.runner.Session
     progress: bool
     max_ensembles: int | None
     report: SweepReport
@@ -503,44 +503,11 @@ class _Context:
                 todo, self.report.stopped = todo[:left], True
             self.max_ensembles -= len(todo)
         if todo:
-            cuda = self.device.startswith("cuda") and self.engine == "local"
-            kw = {"workers": self.workers, "cuda": cuda} if self.engine == "local" else {}
             self.report.added += runner.run(todo, self.store, engine=self.engine,
-                                            progress=self.progress, desc=desc, **kw)
+                                            progress=self.progress, desc=desc)
             self.report.trained += sum(t.weight for t in todo)
         if self.report.stopped:
             raise _Stop
-
-
-@contextmanager
-def _session(engine, workers: int | None, device: str):
-    """One Dask cluster for the whole sweep (the boundary search runs many rounds): the embedded
-    CPU cluster is started once, lazily; other engines are passed on as they are (an embedded
-    CUDA cluster, whose per-GPU device assignment lives in ``experiments.runner``, is then started
-    by each round's ``runner.run``)."""
-    from . import runner
-    if engine is None:
-        engine = os.environ.get(runner.SCHEDULER_ENV) or "local"
-    if engine != "local" or device.startswith("cuda"):
-        yield engine, workers
-        return
-
-    class Lazy:   # a Client started on the first submit, so a finished sweep starts nothing
-        client = None
-
-        def __getattr__(self, name):
-            if self.client is None:
-                from distributed import Client
-                self.cluster = runner.local_cluster(workers)
-                self.client = Client(self.cluster)
-            return getattr(self.client, name)
-    lazy = Lazy()
-    try:
-        yield lazy, None
-    finally:
-        if lazy.client is not None:
-            lazy.client.close()
-            lazy.cluster.close()
 
 
 def _resolve_device(device: str | None) -> str:
@@ -573,7 +540,10 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike | None = None, *, data_dir=Non
         Name stored with the rows.
     engine, workers :
         As in ``experiments.runner.run`` (None: ``$MEANFIELD_SCHEDULER``, else an embedded Dask
-        cluster; ``"serial"``: this process).
+        cluster, one worker per core, or per GPU for ``device`` cuda; ``"serial"``: this process;
+        an ``experiments.runner.Session`` to share a cluster with other work). One session serves
+        every round of the sweep: an embedded cluster is started once, on the first ensemble to
+        train, and closed when the sweep ends.
     progress : bool
         tqdm bars (counting networks).
     max_ensembles : int, optional
@@ -590,6 +560,7 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike | None = None, *, data_dir=Non
     FileNotFoundError
         A data set is missing (the message gives the download command).
     """
+    from . import runner
     from .data import resolve_data_dir
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -597,8 +568,8 @@ def run_sweep(sweep: Sweep, db: str | os.PathLike | None = None, *, data_dir=Non
     data = str(resolve_data_dir(data_dir).resolve())   # absolute: workers may have another cwd
     report = SweepReport()
     with open_store(db if db is not None else default_db(preset)) as store, \
-            _session(engine, workers, device) as (eng, wk):
-        ctx = _Context(sweep, store, device, precision, data, preset, eng, wk, progress,
+            runner.session(engine, workers=workers, cuda=device.startswith("cuda")) as eng:
+        ctx = _Context(sweep, store, device, precision, data, preset, eng, progress,
                        max_ensembles, report)
         try:
             if sweep.search == "grid":

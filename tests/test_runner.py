@@ -166,6 +166,59 @@ def test_study_clis_reject_bad_engine_flags_before_work(tmp_path):
         assert not db.exists()
 
 
+def test_session_arguments_and_lazy_start(tmp_path):
+    with _store(tmp_path / "s.sqlite") as st:
+        assert runner.run(_tasks(2), st, engine="serial", progress=False) == 2
+        # nobody listens on port 9: a session connects only when a run has work
+        with runner.session("tcp://127.0.0.1:9") as s:
+            assert runner.run(_tasks(2), st, engine=s, progress=False) == 0
+            with pytest.raises(ValueError, match="the session's"):
+                runner.run(_tasks(3), st, engine=s, workers=2, progress=False)
+            with pytest.raises(ValueError, match="the session's"):
+                runner.run(_tasks(3), st, engine=s, cuda=True, progress=False)
+        with runner.session("serial") as s:
+            with runner.session(s) as inner:   # a session given is used as it is, not closed
+                assert inner is s and runner.run(_tasks(3), st, engine=inner, progress=False) == 1
+            assert not s.closed
+        assert s.closed
+        with pytest.raises(ValueError, match="session is closed"):
+            runner.run(_tasks(4), st, engine=s, progress=False)
+    with pytest.raises(ValueError, match="local engine only"):
+        with runner.session("serial", workers=2):
+            pass
+
+
+# a study whose worker processes are slow to exit (as when a CUDA context is torn down): each
+# task registers a 6 s exit handler, longer than the 4 s a nanny waits before killing a worker
+_SLOW_EXIT = """
+import atexit, os, sys, time
+from experiments import runner
+from experiments.store import Store
+
+def row(i):
+    atexit.register(time.sleep, 6)
+    return {"i": i, "x": float(os.getpid()), "y": b""}
+
+with Store(sys.argv[1], "t", {"i": "INTEGER", "x": "REAL", "y": "BLOB"}, ("i",)) as st, \\
+        runner.session("local", workers=2) as s:
+    for r in range(2):   # two runs, one cluster
+        tasks = [runner.Task(keys=[(i,)], fn=row, args=(i,)) for i in range(4 * r, 4 * r + 4)]
+        print(runner.run(tasks, st, engine=s, progress=False))
+    workers = set(s.client().run(os.getpid).values())
+    print(sorted({int(r["x"]) for r in st.rows()}) == sorted(workers))
+"""
+
+
+def test_session_shares_one_cluster_and_closes_it_quietly(tmp_path):
+    """Two runs of one session use the same two worker processes; closing it (workers killed
+    after 4 s, as CUDA workers were) writes nothing to stderr: no traceback, no kill warning."""
+    r = subprocess.run([sys.executable, "-c", _SLOW_EXIT, str(tmp_path / "s.sqlite")], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["4", "4", "True"]
+    assert r.stderr == "", r.stderr[-3000:]
+
+
 # --- a real 2-worker LocalCluster ---------------------------------------------------------------
 
 def test_local_cluster_equals_serial_for_every_study(tmp_path, client):

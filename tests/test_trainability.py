@@ -128,3 +128,19 @@ def test_stored_networks_are_not_trained_again_in_a_new_ensemble(tmp_path):
     assert set(first) <= set(_rows(db))
     tr.run_sweep(replace(base, sigma_w2s=(2.0,)), alone, **run)
     assert set(_rows(alone)) <= set(_rows(db))
+
+
+def test_boundary_search_rounds_share_one_cluster(tmp_path, monkeypatch):
+    """Every round of a boundary search runs on the one embedded cluster of the sweep's session
+    (it was restarted each round for CUDA), and a finished sweep starts none."""
+    from experiments import runner
+    started = []
+    real = runner.local_cluster
+    monkeypatch.setattr(runner, "local_cluster", lambda *a, **k: started.append(a) or real(*a, **k))
+    sweep = tr.Sweep(datasets=("mnist",), noises=("dropout(keep=1.0)",), depths=(1, 2, 3, 4, 6, 8),
+                     sigma_w2s=(1.0, 2.0), width=8, optimizer="sgd", lr=0.01, batch_size=16,
+                     steps=3, eval_size=50, test_size=100, search="boundary")
+    run = dict(data_dir=SHARED, progress=False, device="cpu", engine="local", workers=1)
+    rep = tr.run_sweep(sweep, tmp_path / "b.sqlite", **run)
+    assert rep.rounds >= 2 and rep.trained == rep.networks > 0 and len(started) == 1
+    assert tr.run_sweep(sweep, tmp_path / "b.sqlite", **run).trained == 0 and len(started) == 1
