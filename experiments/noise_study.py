@@ -1,7 +1,7 @@
 """Acceptance study for the two new noise layers: Gaussian noise and DropConnect against simulation.
 
     nice -n 10 python -m experiments.noise_study [--width 2000] [--depth 6] [--realisations 100]
-        [--db results/noise_study.sqlite] [--threads 2]
+        [--db results/noise_study.sqlite] [--serial [--threads 2] | --workers N | --scheduler tcp://HOST:PORT]
 
 For tanh (sigma_w^2 = 1.4) and ReLU (sigma_w^2 = 1.0), sigma_b^2 = 0.1, keep rho = 0.7, the
 exact infinite-width gradient theory (``meanfield.gradient_metrics``, sum-of-squares loss, networks
@@ -19,10 +19,12 @@ The report gives, per case and layer (k = L - l from the output), theory (exact 
 the simulated mean +- its standard error, the relative deviation and z-score, and the DropConnect
 minus dropout difference of g_aa in simulation (two-sample z) next to the theory's.
 
-One simulation is one row of the SQLite table ``noise_study`` (key: the full configuration), so an
-interrupted run resumes with nothing lost but the simulation in progress, and a rerun only reports.
-Cost: the DropConnect cases dominate (about 8 N^2 floats of work per layer and network: 550-580 s
-each at N = 2000, L = 6, R = 100 on 2 shared cores, against 2-4 s for a projected case).
+One simulation is one task of ``experiments.runner`` (Dask by default: the six simulations run in
+parallel, one single-threaded worker per core; ``--serial`` in this process with ``--threads``
+torch threads) and one row of the SQLite table ``noise_study`` (key: the full configuration), so an
+interrupted run resumes with nothing lost but the simulations in progress, and a rerun only
+reports. Cost: the DropConnect cases dominate (about 8 N^2 floats of work per layer and network:
+550-580 s each at N = 2000, L = 6, R = 100 on 2 shared cores, against 2-4 s for a projected case).
 """
 from __future__ import annotations
 
@@ -78,25 +80,36 @@ def simulate(case):
                 finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
 
-def run(db, todo, progress=True) -> tuple[int, list[dict]]:
-    """Simulate every case of ``todo`` not yet in ``db``.
+def run(db, todo, progress=True, *, engine=None, workers=None) -> tuple[int, list[dict]]:
+    """Simulate every case of ``todo`` not yet in ``db``, one ``experiments.runner`` task each.
 
-    Returns the number of rows added and the stored rows of ``todo``, in its order.
+    Parameters
+    ----------
+    db : str or path-like
+        SQLite file.
+    todo : list of dict
+        Cases (``cases``).
+    progress : bool
+        Progress bar, weighted by the cost of each case.
+    engine, workers
+        As in ``experiments.runner.run`` (default: ``$MEANFIELD_SCHEDULER``, else a LocalCluster).
+
+    Returns
+    -------
+    added : int
+        Rows added.
+    rows : list of dict
+        The stored rows of ``todo``, in its order.
     """
-    from tqdm import tqdm
-
+    from .runner import Task
+    from .runner import run as run_tasks
     from .store import Store
-    added = 0
+    # a dense (DropConnect) case costs about N/3 projected ones: weight the bar by that
+    tasks = [Task(keys=[c], fn=simulate, args=(c,),
+                  weight=max(1, c["width"] // 3) if c["engine"] == "dense" else 1) for c in todo]
     with Store(db, "noise_study", COLUMNS, KEY) as store:
-        missing = [c for c in todo if not store.is_done(c)]
-        # a dense (DropConnect) case costs about N/3 projected ones: weight the bar by that
-        cost = [c["width"] / 3 if c["engine"] == "dense" else 1.0 for c in missing]
-        with tqdm(total=sum(cost), disable=not progress, unit="work",
-                  desc=f"noise study: {len(missing)} simulations") as bar:
-            for c, w in zip(missing, cost):
-                bar.set_postfix_str(f"{c['activation']} {c['noise']}")
-                added += store.insert(simulate(c))
-                bar.update(w)
+        added = run_tasks(tasks, store, engine=engine, workers=workers, progress=progress,
+                          desc=f"noise study: {len(todo)} simulations", unit="work")
         stored = {store.key_of(r): r for r in store.rows()}
         return added, [stored[store.key_of(c)] for c in todo]
 
@@ -161,6 +174,7 @@ def report(rows) -> list[str]:
 
 
 def main(argv=None) -> int:
+    from .runner import add_runner_arguments, runner_from_args
     ap = argparse.ArgumentParser(prog="python -m experiments.noise_study",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--width", type=int, default=2000, help="network width N >= 2")
@@ -169,15 +183,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="random seed >= 0")
     ap.add_argument("--db", default=str(DEFAULT_DB), help="SQLite results file")
     ap.add_argument("--out", help="also write the report to this text file")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads >= 1")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads >= 1 of the --serial "
+                    "engine (Dask workers are single-threaded)")
     ap.add_argument("--no-progress", action="store_true")
+    add_runner_arguments(ap)
     a = ap.parse_args(argv)
     for name, lo in (("width", 2), ("depth", 2), ("realisations", 2), ("seed", 0), ("threads", 1)):
         if getattr(a, name) < lo:
             ap.error(f"--{name} must be an integer >= {lo}, got {getattr(a, name)}")
-    import torch
-    torch.set_num_threads(a.threads)
-    added, rows = run(a.db, cases(a.width, a.depth, a.realisations, a.seed), progress=not a.no_progress)
+    engine = runner_from_args(a)
+    if engine["engine"] == "serial":
+        import torch
+        torch.set_num_threads(a.threads)
+    added, rows = run(a.db, cases(a.width, a.depth, a.realisations, a.seed),
+                      progress=not a.no_progress, **engine)
     lines = [f"# {added} new simulations, {len(rows)} in {a.db}"] + report(rows)
     print("\n".join(lines))
     if a.out:

@@ -153,18 +153,29 @@ def test_gradients_cli_simulates_dropconnect(capsys):
 
 
 def test_acceptance_study_runs_resumes_and_reports(tmp_path, capsys):
-    """experiments.noise_study at toy size: every case stored once, a rerun adds nothing."""
+    """experiments.noise_study at toy size on a 2-worker Dask cluster (one runner task per
+    simulation): every case stored once; a serial rerun adds nothing and reports the same."""
+    import json
+
     from experiments import noise_study
     db = tmp_path / "ns.sqlite"
-    args = ["--width", "30", "--depth", "3", "--realisations", "3", "--db", str(db), "--no-progress",
-            "--threads", "1"]
-    assert noise_study.main(args) == 0
+    args = ["--width", "30", "--depth", "3", "--realisations", "3", "--db", str(db), "--no-progress"]
+    assert noise_study.main(args + ["--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# 6 new simulations") and "DropConnect minus dropout" in out
     assert "dropconnect(keep=0.7)" in out and "gaussian(sigma_eps2=0.4285" in out
-    assert noise_study.main(args + ["--out", str(tmp_path / "r.txt")]) == 0
-    assert capsys.readouterr().out.startswith("# 0 new simulations, 6 in")
+    assert noise_study.main(args + ["--serial", "--threads", "1", "--out", str(tmp_path / "r.txt")]) == 0
+    again = capsys.readouterr().out
+    assert again.startswith("# 0 new simulations, 6 in")
+    assert again.split("\n", 1)[1] == out.split("\n", 1)[1]
     assert (tmp_path / "r.txt").read_text().count("## ") == 8
-    with pytest.raises(SystemExit) as exc:
-        noise_study.main(["--width", "1"])
-    assert exc.value.code == 2 and "--width" in capsys.readouterr().err
+    # a row computed on a worker is the in-process simulation of its case (seeded)
+    case = noise_study.cases(30, 3, 3)[0]
+    _, (stored,) = noise_study.run(db, [case], progress=False, engine="serial")
+    fresh = noise_study.simulate(case)
+    for k in ("g_aa_mean", "g_ab_mean", "g_ab_sem"):
+        np.testing.assert_allclose(json.loads(stored[k]), json.loads(fresh[k]), rtol=1e-10)
+    for bad, flag in ((["--width", "1"], "--width"), (["--workers", "0"], "--workers")):
+        with pytest.raises(SystemExit) as exc:
+            noise_study.main(bad)
+        assert exc.value.code == 2 and flag in capsys.readouterr().err
