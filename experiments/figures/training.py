@@ -4,10 +4,12 @@ Fig. 6 trains one network (``experiments.ensemble.EnsembleMLP``) per keep 1 / 0.
 (depth, learning rate) and records the first step at which the test accuracy (no dropout,
 evaluated every ``eval_every`` steps) reaches 25 %; the curves of one (depth, learning rate) are one
 cache entry.
-Fig. 7 draws the accuracy of a sweep from ``experiments.trainability`` (the ``cpu`` preset database
-``results/trainability_cpu.sqlite`` when it is complete, else the figure's own sweep, resumable, in
-the cache) over (sigma_w^2, depth), with the trainable-depth boundary and the law fitted by
-``experiments.fit`` and Schoenholz's 6 xi_c from ``meanfield.analyze``.
+Fig. 7 draws the accuracy of a sweep from ``experiments.trainability`` (the first complete database
+of ``SOURCES``: ``results/trainability_cpu-large.sqlite``, else ``results/trainability_cpu.sqlite``;
+else the figure's own sweep, resumable, in the cache) over (sigma_w^2, depth), one panel per noise
+layer, with the trainable-depth boundary, the law fitted by ``experiments.fit`` and Schoenholz's
+6 xi_c, both from that panel's noise layer (``meanfield.analyze``). The budget figure
+(``experiments.figures.budget``) reads every checkpoint of the same rows.
 """
 from __future__ import annotations
 
