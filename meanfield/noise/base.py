@@ -195,7 +195,8 @@ class NoiseLayer:
         raise NotImplementedError(f"{self.name} noise acts on {self.acts_on}, not on units")
 
     def torch_weight(self, w, u):
-        """Weight noise: the noisy weights from w and uniforms u of w's shape."""
+        """Weight noise: the noisy weights from w and uniforms u of w's shape or with extra
+        leading (per-example) dimensions; the result has the broadcast shape."""
         raise NotImplementedError(f"{self.name} noise acts on {self.acts_on}, not on weights")
 
 
