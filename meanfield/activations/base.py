@@ -18,7 +18,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["Activation", "register_activation", "get_activation", "registered_activations"]
+__all__ = ["Activation", "register_activation", "get_activation", "registered_activations", "zeros",
+           "ones"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Activation:
     name : str
         Registry name (or a description for user-defined activations).
     phi, dphi, d2phi : callable
-        phi, phi' and phi'' on float64 arrays (any shape; same shape out).
+        phi, phi' and phi'' on float64 arrays of any shape and on Python or numpy scalars; a
+        float result of the input's shape.
     kinks : tuple of float
         x positions where phi' or phi'' is discontinuous (piecewise quadrature splits there).
     zeros : tuple of float
@@ -157,6 +159,16 @@ class Activation:
         return cls(name, _vectorised(phi), _vectorised(dphi), _vectorised(d2phi),
                    kinks=tuple(kinks), zeros=tuple(zeros), bounded=bounded, scale=scale,
                    width=width, tails=tails, torch_phi=torch_phi)
+
+
+def zeros(x):
+    """0.0 in x's shape (a scalar x gives a 0-d array): phi'' of a piecewise-linear phi."""
+    return np.zeros(np.shape(x))
+
+
+def ones(x):
+    """1.0 in x's shape: phi' of the identity."""
+    return np.ones(np.shape(x))
 
 
 def _vectorised(fn):

@@ -21,8 +21,8 @@ integrated over [-1, 1] by Gauss-Legendre instead (the density is smooth there).
 import numpy as np
 
 from ..gauss import expect
-from ..special import erf, ndtr
-from .base import Activation, register_activation
+from ..special import erf, gammainc, ndtr
+from .base import Activation, register_activation, zeros
 
 _SQRT_2PI = np.sqrt(2 * np.pi)
 _SQRT2 = np.sqrt(2.0)
@@ -44,7 +44,6 @@ def _D2(q):
 
 
 def _dA2(q):
-    from scipy.special import gammainc  # on first use, like meanfield.special
     return gammainc(1.5, 0.5 * _t(q) ** 2)
 
 
@@ -127,9 +126,9 @@ def _pair(inner, support):
 
 def hard_tanh() -> Activation:
     """clip(x, -1, 1)."""
-    inside = lambda x: (np.abs(x) < 1).astype(float)  # noqa: E731
+    inside = lambda x: np.where(np.abs(x) < 1, 1.0, 0.0)  # noqa: E731
     return Activation(
-        "hard_tanh", lambda x: np.clip(x, -1.0, 1.0), inside, np.zeros_like,
+        "hard_tanh", lambda x: np.clip(x, -1.0, 1.0), inside, zeros,
         kinks=(-1.0, 1.0), zeros=(0.0,), bounded=True, scale=np.inf, width=0.0,
         tails=((-1.0, 0.0), (1.0, 0.0)),
         closed={"A2": _A2, "D2": _D2, "dA2": _dA2, "PD": _PD,

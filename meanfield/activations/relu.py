@@ -1,7 +1,7 @@
 """ReLU: the arc-cosine kernel of degree 1 (Cho and Saul 2009) in closed form."""
 import numpy as np
 
-from .base import Activation, register_activation
+from .base import Activation, register_activation, zeros
 
 
 def _K(q, c):
@@ -35,7 +35,7 @@ def relu() -> Activation:
     """max(x, 0); phi phi' = phi, so PK = K and PD = A2."""
     half = lambda q: np.full_like(q, 0.5)  # noqa: E731
     return Activation(
-        "relu", lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float), np.zeros_like,
+        "relu", lambda x: np.maximum(x, 0.0), lambda x: np.where(np.greater(x, 0), 1.0, 0.0), zeros,
         kinks=(0.0,), zeros=(0.0,), scale=np.inf, width=0.0, tails=((0.0, 0.0), (0.0, 1.0)),
         closed={"A2": lambda q: q / 2, "dA2": half, "D2": half, "PD": lambda q: q / 2, "K": _K,
                 "Kd": _Kd, "PK": _K},

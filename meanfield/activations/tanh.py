@@ -7,7 +7,8 @@ from .base import Activation, register_activation
 
 def sech2(x):
     """1 - tanh(x)^2 without cancellation (relative accuracy matters in the tails)."""
-    e = np.abs(x)
+    e = np.array(x, dtype=float)  # a copy (an array even for a scalar x) to work on in place
+    np.abs(e, out=e)
     e *= -2.0
     np.exp(e, out=e)
     den = e + 1.0
