@@ -48,7 +48,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import ndtr, ndtri, owens_t
 
 __all__ = [
     "KWinnersResult", "tau", "G", "M", "dM_dc", "q_map", "covariance_map", "c_map", "q_star",
@@ -56,9 +55,10 @@ __all__ = [
     "forward_critical_sigma_w2", "effective_sigma_w2", "analyze",
 ]
 
-from .depth_scales import _xi, gradient_depth_scale
+from .depth_scales import depth_scale, gradient_depth_scale
 from .fixed_points import MARGINAL_RTOL, NoFixedPointError
 from .maps import settle_correlation
+from .special import ndtr, ndtri, owens_t
 from .validation import checked, correlation
 
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
@@ -303,12 +303,12 @@ def xi_q(f, sigma_w2):
     if np.any(gain > 1):
         raise NoFixedPointError("xi_q needs a stable fixed point: sigma_w2 * G(f) <= 1 "
                                 f"(sigma_w2 <= 1/G(f)); got sigma_w2 * G(f) = {gain}")
-    return _scalar(_xi(gain))
+    return _scalar(depth_scale(gain))
 
 
 def xi_c(f, sigma_w2, sigma_b2):
     """Correlation depth scale xi_c = -1/ln chi_c at c*."""
-    return _scalar(_xi(chi_c(f, sigma_w2, sigma_b2)))
+    return _scalar(depth_scale(chi_c(f, sigma_w2, sigma_b2)))
 
 
 def critical_sigma_w2(f):
@@ -385,7 +385,7 @@ def analyze(f, sigma_w2, sigma_b2=0.05):
     return KWinnersResult(
         f=f, sigma_w2=sw2, sigma_b2=sb2, tau=tau(f), G=G(f), q_star=np.asarray(qs),
         c_star=np.asarray(cs), chi_1=chi_1(f, sw2), chi_c=np.asarray(cc), chi_q=chi_q(f, sw2),
-        xi_1=xi_1(f, sw2), xi_c=_scalar(_xi(cc)), xi_q=xi_q(f, sw2),
+        xi_1=xi_1(f, sw2), xi_c=_scalar(depth_scale(cc)), xi_q=xi_q(f, sw2),
         sigma_w2_forward_critical=forward_critical_sigma_w2(f),
         sigma_w2_critical=critical_sigma_w2(f),
     )

@@ -5,7 +5,7 @@ and the tanh, ReLU and linear paths never need it.
 """
 from __future__ import annotations
 
-__all__ = ["erf", "expit", "ndtr", "ndtri", "owens_t", "roots_hermitenorm"]
+__all__ = ["erf", "expit", "gammainc", "ndtr", "ndtri", "owens_t"]
 
 
 def erf(x):
@@ -17,6 +17,12 @@ def expit(x):
     """Logistic sigmoid 1 / (1 + exp(-x)) without overflow."""
     from scipy.special import expit as f
     return f(x)
+
+
+def gammainc(a, x):
+    """Regularised lower incomplete gamma function P(a, x)."""
+    from scipy.special import gammainc as f
+    return f(a, x)
 
 
 def ndtr(x):
@@ -35,9 +41,3 @@ def owens_t(h, a):
     """Owen's T function T(h, a)."""
     from scipy.special import owens_t as f
     return f(h, a)
-
-
-def roots_hermitenorm(n):
-    """Nodes and weights of probabilists' Gauss-Hermite quadrature."""
-    from scipy.special import roots_hermitenorm as f
-    return f(n)

@@ -89,3 +89,18 @@ def test_relu_and_erf_pairs_near_c_minus_one_keep_relative_digits():
         for c in (-1 + 1e-12, -1 + 1e-6, -0.9):
             exact = float(ref.mp_pair(name, key, 2.0, c, dps=30))
             assert float(kernels.pair(act, (key,), 2.0, c)[0]) == pytest.approx(exact, rel=1e-12), (name, key, c)
+
+
+def test_scipy_special_is_imported_only_where_used():
+    # meanfield.special imports scipy.special on first use: the tanh, ReLU and linear paths (the
+    # depthscale CLI's default) never load it; hard tanh's closed forms do, through it
+    import subprocess
+    import sys
+    code = ("import sys, meanfield as mf\n"
+            "mf.analyze('tanh', [1.0, 2.5], 0.05, 0.9); mf.analyze('relu', 1.5, 0.1, 0.9)\n"
+            "mf.analyze('linear', 0.5, 0.1)\n"
+            "print('scipy.special' in sys.modules)\n"
+            "mf.q_map(2.0, 'hard_tanh', 1.5, 0.1, 0.9)\n"
+            "print('scipy.special' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
