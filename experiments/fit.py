@@ -1456,14 +1456,6 @@ def report(analysis: Analysis | list[Boundary], *, n_boot: int = N_BOOT, seed: i
     return "\n".join(lines)
 
 
-def _edges(v) -> np.ndarray:
-    v = np.asarray(v, float)
-    if len(v) == 1:
-        return np.array([v[0] - 0.5, v[0] + 0.5])
-    mid = (v[1:] + v[:-1]) / 2
-    return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
-
-
 def plot(analysis: Analysis, path) -> Path:
     """Heatmap per protocol (its largest budget) with the boundary, 6 xi_c and the chosen law.
 
@@ -1478,6 +1470,7 @@ def plot(analysis: Analysis, path) -> Path:
     Path
     """
     from experiments.figures import style
+    from experiments.figures.training import cell_edges
     a = analysis
     panels = {}
     for i, b in enumerate(a.boundaries):
@@ -1494,8 +1487,8 @@ def plot(analysis: Analysis, path) -> Path:
     im = None
     for ax, (i, b) in zip(axes.flat, panels.values()):
         if b.accuracy is not None:
-            im = ax.pcolormesh(_edges(b.sigma_w2), _edges(b.depths), b.accuracy, cmap=style.CMAP,
-                               vmin=0.0, vmax=1.0)
+            im = ax.pcolormesh(cell_edges(b.sigma_w2), cell_edges(b.depths), b.accuracy,
+                               cmap=style.CMAP, vmin=0.0, vmax=1.0)
         fine = np.linspace(b.sigma_w2.min(), b.sigma_w2.max(), 100) if len(b.sigma_w2) > 1 else b.sigma_w2
         xc, x1 = depth_scales(fine, b.noise, activation=b.activation, sigma_b2=b.sigma_b2)
         ax.plot(fine, 6 * xc, color=style.color(1), label=r"$6\,\xi_c$ (Schoenholz)", gid="6xi_c")
@@ -1509,7 +1502,7 @@ def plot(analysis: Analysis, path) -> Path:
             if sel.any():
                 ax.plot(b.sigma_w2[sel], b.L_max[sel], mk, color="w", mec="k", ms=4.5, label=lab)
         if b.depths is not None:
-            ax.set_ylim(*_edges(b.depths)[[0, -1]])
+            ax.set_ylim(*cell_edges(b.depths)[[0, -1]])
         else:
             ax.set_ylim(0, 2 * float(np.max(b.L_max)))
         ax.set_xlabel(r"$\sigma_w^2$")

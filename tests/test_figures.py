@@ -209,6 +209,12 @@ def test_phase_and_sparseout(rendered):
     np.testing.assert_allclose(_line(r.fig, "1.5/xi_c")[1], res.xi_c, rtol=1e-10)
 
 
+def test_cell_edges():
+    from experiments.figures.training import cell_edges
+    np.testing.assert_array_equal(cell_edges([1.0, 2.0, 4.0]), [0.5, 1.5, 3.0, 5.0])
+    np.testing.assert_array_equal(cell_edges([3.0]), [2.5, 3.5])
+
+
 def test_cache_hits_and_keys(tmp_path):
     c = Cache(tmp_path)
     calls = []

@@ -256,8 +256,8 @@ def render_trainability(ctx):
                 j = np.searchsorted(sws_all, r["sigma_w2"])
                 v = r["eval_acc"]
                 acc[i, j] = np.nanmean([acc[i, j], v]) if np.isfinite(acc[i, j]) else v
-        xe = _edges(sws_all)
-        ye = _edges(depths_all)
+        xe = cell_edges(sws_all)
+        ye = cell_edges(depths_all)
         im = ax.pcolormesh(xe, ye, acc, cmap=style.CMAP, norm=norm)
         im.set_gid(f"acc/{key}")
         data[f"{key}/accuracy"] = acc
@@ -298,7 +298,9 @@ def render_trainability(ctx):
     return fig, data
 
 
-def _edges(v):
+def cell_edges(v) -> np.ndarray:
+    """Cell edges of a heatmap whose cells are centred on the sorted values ``v``, shape (n,):
+    midpoints between neighbours, the outer edges mirrored (a single value: +- 0.5); shape (n + 1,)."""
     v = np.asarray(v, float)
     if len(v) == 1:
         return np.array([v[0] - 0.5, v[0] + 0.5])
