@@ -148,8 +148,11 @@ def test_gradients_cli_simulates_dropconnect(capsys):
             "--width", "30", "--realisations", "4"]
     assert main(args + ["--engine", "dense"]) == 0
     assert "dropconnect(keep=0.8)" in capsys.readouterr().out
-    assert main(args) == 2
-    assert "engine" in capsys.readouterr().err
+    assert main(args) == 0  # weight noise: the dense engine is the default
+    assert "engine=dense" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # the projected engine cannot do weight noise
+        main(args + ["--engine", "projected"])
+    assert exc.value.code == 2 and "--engine dense" in capsys.readouterr().err
 
 
 def test_acceptance_study_runs_resumes_and_reports(tmp_path, capsys):
