@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ConvergenceError", "RTOL", "Z_MAX", "BLOCK", "expect", "expect_pair"]
+__all__ = ["ConvergenceError", "RTOL", "Z_MAX", "BLOCK", "C_FLAT", "expect", "expect_pair",
+           "conditional_bends"]
 
 TINY = 1e-280  # integrals below this are zero for the convergence test (subnormals have no digits)
 Z_MAX = 10.0  # N(0,1) mass beyond 10 sigma is 1.5e-23: below float64 resolution of any moment here
@@ -48,6 +49,8 @@ P_FEAT = 3.0  # longest panel, in units of the structure's scale
 P_GAUSS = 10.0  # longest panel, in units of sd (one panel holds a Gaussian flank)
 N_TRAP = 640  # the trapezoid rule is used while its first level has at most this many nodes
 MAX_PANELS = 4096  # per point: more means an unbounded structured region at a huge variance
+# |c| up to this: E[g(c x + s z)] is flat over the outer window (see conditional_bends)
+C_FLAT = 1e-150
 _SQRT_2PI = np.sqrt(2.0 * np.pi)
 _LOG_GAIN = np.log(1e6)  # the trapezoid's first step aims at an error ~1e-6 rtol
 
@@ -347,6 +350,41 @@ def _bend_structure(pos, w):
     return cuts, flags, region
 
 
+def conditional_bends(kinks, c, s):
+    """Bends of G(x) = E[g(c x + s z)], z ~ N(0, 1), for g with kinks at ``kinks``: at kink/c, of
+    width s/|c| (a kink seen through the Gaussian, mapped by 1/c).
+
+    Where |c| <= C_FLAT there are none (position -inf, width 0, clipped away as for c = 0):
+    over the outer window |x| <= Z_MAX sqrt(q) the inner mean c x moves by at most
+    Z_MAX |c| sqrt(q) <= 1e-149 s (s = sqrt(q (1 - c^2)) = sqrt(q) to rounding), so G is
+    constant there far below rounding; kink/c and s/|c| would overflow (c = 2e-308, or a
+    subnormal c), and at |c| <= 1e-150 they stay below 1e305 for any q < 1e308.
+
+    Parameters
+    ----------
+    kinks : array_like, shape (nk,)
+        Kinks of g (x units).
+    c, s : array_like, shape S
+        Correlation and the inner Gaussian's standard deviation s >= 0.
+
+    Returns
+    -------
+    (positions, widths) : ndarrays of shape S + (nk,)
+        As :func:`expect`'s ``bends``.
+
+    References
+    ----------
+    docs/THEORY.md §9 (numerics).
+    """
+    c, s = np.broadcast_arrays(np.asarray(c, float), np.asarray(s, float))
+    k = np.asarray(kinks, float).reshape(np.size(kinks))
+    mapped = np.abs(c) > C_FLAT
+    inv = 1.0 / np.where(mapped, c, 1.0)
+    pos = np.where(mapped[..., None], k * inv[..., None], -np.inf)
+    width = np.where(mapped, s * np.abs(inv), 0.0)[..., None]
+    return pos, np.broadcast_to(width, pos.shape)
+
+
 def _own_structure(shape, kinks, scale, width, bends=None):
     """Cuts, kink flags and regions of an integrand's own structure, broadcast to shape + (n,)."""
     kinks = np.asarray(kinks, float).reshape(np.shape(kinks) or (0,))
@@ -475,7 +513,8 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
     G(x1) = E[g(c x1 + s z2)] of g, then an outer one of f G. f and g share the structure
     ``kinks``, ``scale``, ``width`` (see :func:`expect`). G carries g's structure mapped by 1/c and
     smoothed by the inner Gaussian: its region |x1| <= (width + Z s)/|c| on the scale
-    max(scale, 2 s)/|c|, and bends of width s/|c| at kink/c. The outer rule cuts there, so
+    max(scale, 2 s)/|c|, and bends of width s/|c| at kink/c (:func:`conditional_bends`; none
+    where |c| <= C_FLAT, where G is flat). The outer rule cuts there, so
     c -> +-1 (s -> 0), c -> 0 and any q cost a bounded number of nodes. Accuracy is relative to
     E[|f(u1)| E(|g(u2)| | u1)]: that is the integral itself for integrands of one sign (so
     E[phi'(u1) phi'(u2)] ~ 1/q keeps rtol relative accuracy at any q), and the scale an integral
@@ -495,14 +534,12 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
     q, c = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float))
     shape = q.shape
     s_in = np.sqrt(np.maximum(q * (1.0 - c) * (1.0 + c), 0.0))  # 1 - c, 1 + c exact near +-1
-    nz = c != 0  # c = 0: G is constant; its structure goes to -inf and is clipped away
-    inv_c = np.abs(np.where(nz, 1.0 / np.where(nz, c, 1.0), 0.0))
+    # |c| <= C_FLAT (c = 0 included): G is constant; its structure goes to -inf and is clipped away
+    nz = np.abs(c) > C_FLAT
     k = np.asarray(kinks, float).reshape(np.size(kinks))
-    mapped = np.where(nz[..., None], k / np.where(nz, c, 1.0)[..., None], -np.inf)
-    bends = (mapped, (s_in * inv_c)[..., None])
-    parts = [_own_structure(shape, kinks, scale, width, bends)]
+    parts = [_own_structure(shape, kinks, scale, width, conditional_bends(k, c, s_in))]
     if np.isfinite(scale):  # g's region, mapped and smoothed
-        inv = np.where(nz, inv_c, 1.0)
+        inv = np.abs(1.0 / np.where(nz, c, 1.0))
         reach = np.where(nz, (width + Z_MAX * s_in) * inv, np.inf)
         # a Gaussian convolution grows like e^(c^2 y^2 / 2 s^2) off the axis: its scale is 2 s/|c|
         # (calibrated like GELU's Phi: scale 2 for s = 1)

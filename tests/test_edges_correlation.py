@@ -86,3 +86,31 @@ def test_kwinners_correlations():
         for _ in range(200):
             c = kw.c_map(1.0, c, f, 1.3, 0.0)
             assert -1.0 <= c <= 1.0
+
+
+TINY_C = [2.2e-308, -5e-324, 1e-320, 1e-300, -1e-151]  # 1/c overflows for the first three
+
+
+@pytest.mark.parametrize("c", TINY_C)
+def test_tiny_correlations_are_the_c_to_0_limit(c):
+    # 0 < |c| < 1e-300 (subnormals included) made hard tanh's bend positions 1/c overflow; every
+    # pair kernel is K(0) + O(c) there: products of one-dimensional means (independent u1, u2)
+    import math
+    import warnings
+
+    from meanfield import kernels
+    q = 1e6  # quadrature, not the Mehler series, for the smooth ones
+    d1 = math.erf(1 / math.sqrt(2 * q))  # E[hard tanh'] = P(|x| < 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ht = kernels.pair(mf.get_activation("hard_tanh"), ("K", "Kd", "PK"), q, c)
+        sig = kernels.pair(mf.get_activation("sigmoid"), ("K",), q, c)
+        relu = kernels.pair(mf.get_activation("relu"), ("K", "Kd"), 2.0, c)
+        out = mf.c_map(q, c, "hard_tanh", 1.5, 0.0, 0.9)
+    scale = 1e-13  # the quadrature's tolerance, relative to E|phi| E|phi| <= 1
+    assert abs(float(ht[0])) <= scale and abs(float(ht[2])) <= scale  # odd phi: E[phi]^2 = 0
+    assert float(ht[1]) == pytest.approx(d1 * d1, rel=1e-12)
+    assert float(sig[0]) == pytest.approx(0.25, rel=1e-13)  # E[sigmoid] = 1/2 at any q
+    assert float(relu[0]) == pytest.approx(2.0 / (2 * math.pi), rel=1e-15)  # E[relu]^2 = q / 2pi
+    assert float(relu[1]) == pytest.approx(0.25, rel=1e-15)
+    assert abs(float(out)) <= 1e-12

@@ -120,7 +120,9 @@ edge_s = st.one_of(st.floats(0.05, 1.0), st.floats(1 - 1e-6, 1 + 1e-6), st.float
 edge_q = st.one_of(st.just(0.0), st.floats(1e-300, 1e-10), st.floats(1e-4, 10.0),
                    st.floats(10.0, 1e6))
 edge_c = st.one_of(st.floats(-1.0, 1.0), st.floats(1 - 1e-9, 1.0), st.floats(-1.0, -1 + 1e-9),
-                   st.sampled_from([-1.0, 0.0, 1.0, 1 + 2.2e-16, -1 - 2.2e-16]))
+                   st.sampled_from([-1.0, 0.0, 1.0, 1 + 2.2e-16, -1 - 2.2e-16]),
+                   # 0 < |c| < 1e-300, subnormals included: 1/c overflows there
+                   st.floats(-1e-300, 1e-300), st.sampled_from([2.2e-308, -5e-324, 1e-320]))
 bad_number = st.sampled_from([np.nan, np.inf, -np.inf, -1.0, "x", None, [1.0, np.nan]])
 
 

@@ -20,7 +20,7 @@ integrated over [-1, 1] by Gauss-Legendre instead (the density is smooth there).
 """
 import numpy as np
 
-from ..gauss import expect
+from ..gauss import conditional_bends, expect
 from ..special import erf, gammainc, ndtr
 from .base import Activation, register_activation, zeros
 
@@ -114,13 +114,10 @@ def _pair(inner, support):
     """The kernel E[outer(x) inner(c x, s)] over x ~ N(0, q) (see the module docstring)."""
     def kernel(q, c):
         q, c = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float))
-        s = np.sqrt(np.maximum(q * (1 - c) * (1 + c), 0.0))[..., None]
-        cc = c[..., None]
-        nz = (c != 0)[..., None]
-        inv_c = 1.0 / np.abs(np.where(nz, c[..., None], 1.0))  # c = 0: no bends (H(0, s) = 0)
-        bends = (np.concatenate([-inv_c, inv_c], -1) * np.where(nz, 1.0, np.inf),
-                 np.where(nz, s * inv_c, 0.0))
-        return expect(lambda x: support(x) * inner(cc * x, s), q, kinks=(-1.0, 1.0), bends=bends)
+        s = np.sqrt(np.maximum(q * (1 - c) * (1 + c), 0.0))
+        cc, ss = c[..., None], s[..., None]
+        return expect(lambda x: support(x) * inner(cc * x, ss), q, kinks=(-1.0, 1.0),
+                      bends=conditional_bends((-1.0, 1.0), c, s))
     return kernel
 
 
