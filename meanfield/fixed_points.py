@@ -12,10 +12,17 @@ from .gauss import RTOL
 from .kernels import Q_MIN
 from .maps import Params
 
-__all__ = ["NoFixedPointError", "Q_CAP", "safeguarded_newton", "solve_q_star", "solve_c_star",
+__all__ = ["NoFixedPointError", "Q_CAP", "Q_MAX", "safeguarded_newton", "solve_q_star", "solve_c_star",
            "origin_limit"]
 
-Q_CAP = 1e12  # an unbounded variance map still above the diagonal here has no finite fixed point
+# An unbounded activation's variance map still above the diagonal at Q_CAP has no finite fixed
+# point (ReLU with sigma_b^2 = 1e20 has q* = 2e20; the maps cost the same at any q). Its moments
+# stay finite there for Sparseout exponents s up to 6 (|phi|^s at the window's edge 10 sqrt(q)).
+Q_CAP = 1e100
+# A bounded activation's bracket is valid at any size; the maps end at Q_MAX (Stein's x^2 / q at
+# the window's edge overflows near 1e306)
+Q_MAX = 1e300
+_SEARCH_FAST = 1e12  # the search for an upper bracket grows 4x up to here, then 1e8x per step
 # chi_q(0) within this of 1 is marginal: sigma_w2 * E[xi^2] * phi'(0)^2 rounds to 1 +- a few ulp
 MARGINAL_RTOL = 16 * np.finfo(float).eps
 PROBE_RTOL = 1e-10  # |F(q)| / q above this is a clear sign of the map minus the diagonal
@@ -118,20 +125,26 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
     todo = np.flatnonzero(np.isnan(q_out))
     hi = np.full(n, np.nan)
     if act.bounded:  # |phi| <= 1 bounds E[g^2] by B, so F(q) < 0 beyond sigma_w^2 B + sigma_b^2
-        hi[todo] = 2 * (sw[todo] * np.broadcast_to(nz.take(todo).bounded_second_moment(), todo.shape)
-                        + sb[todo])
+        with np.errstate(over="ignore"):  # a bound beyond the float range is capped below
+            bound = 2 * (sw[todo] * np.broadcast_to(nz.take(todo).bounded_second_moment(), todo.shape)
+                         + sb[todo])
+        hi[todo] = np.minimum(bound, Q_MAX)
+        capped = todo[bound > Q_MAX]
+        hi[capped[F(hi[capped], capped) >= 0]] = np.inf
     else:
-        h = np.maximum(2 * lo[todo], 1.0)
-        search = np.arange(todo.size)
+        h = np.maximum(lo[todo] + np.minimum(lo[todo], Q_CAP), 1.0)  # 2 lo without overflow
+        search = np.flatnonzero(h <= Q_CAP)
         while search.size:
             above = F(h[search], todo[search]) >= 0
-            h[search[above]] *= 4
-            search = search[above & (h[search] <= Q_CAP)]
+            grow = search[above]
+            # Newton's bracket may span decades: its bisections are geometric
+            h[grow] *= np.where(h[grow] < _SEARCH_FAST, 4.0, 1e8)
+            search = grow[h[grow] <= Q_CAP]
         hi[todo] = h
-    missing = todo[hi[todo] > Q_CAP]
+    missing = todo[hi[todo] > (Q_MAX if act.bounded else Q_CAP)]
     if missing.size and on_missing == "raise":
         _raise_missing(pf, missing, "no finite fixed point q*: the variance map stays above the "
-                       f"diagonal up to q = {Q_CAP:g}")
+                       f"diagonal up to q = {Q_MAX if act.bounded else Q_CAP:g}")
     solve = np.setdiff1d(todo, missing)
     if solve.size:
         x0 = 0.5 * (lo[solve] + hi[solve])

@@ -84,3 +84,60 @@ def test_many_points_in_one_call_stay_under_the_cap():
         "r = mf.analyze('tanh', np.linspace(1.0, 4.0, 2000), 0.05, 0.95)\n"
         "print(np.isfinite(r.xi_c).all())\n", timeout=300)
     assert out.split() == ["True", "True", "True"]
+
+
+def _tanh_sech2_mean(q):
+    """E[sech^2(sqrt(q) z)] to O(q^-2.5): Laplace's expansion of the Gaussian density around 0,
+    with int sech^2 = 2 and int x^2 sech^2 = pi^2 / 6."""
+    return (2 - math.pi ** 2 / (12 * q)) / math.sqrt(2 * math.pi * q)
+
+
+def test_tanh_asymptotics_used_below_against_mpmath():
+    import mpmath
+    mpmath.mp.dps = 30
+    q = 1e4  # the neglected terms are O(q^-2) relative: 1e-8 here, 1e-40 at q = 1e20
+    sech2 = mpmath.quad(lambda x: mpmath.sech(x) ** 2 * mpmath.npdf(x, 0, mpmath.sqrt(q)),
+                        [-mpmath.inf, -20, 0, 20, mpmath.inf])
+    sech4 = mpmath.quad(lambda x: mpmath.sech(x) ** 4 * mpmath.npdf(x, 0, mpmath.sqrt(q)),
+                        [-mpmath.inf, -20, 0, 20, mpmath.inf])
+    assert _tanh_sech2_mean(q) == pytest.approx(float(sech2), rel=1e-7)
+    assert 4 / 3 / math.sqrt(2 * math.pi * q) == pytest.approx(float(sech4), rel=1e-3)
+
+
+def test_huge_q_star_of_bounded_activations():
+    # q* above 1e12 was refused for bounded activations although their bracket [sigma_b^2,
+    # 2 (sigma_w^2 E[xi^2] + sigma_b^2)] is valid at any size. For tanh q* solves
+    # q = sigma_w^2 / keep (1 - E[sech^2]) + sigma_b^2, chi_1 = sigma_w^2 / keep E[sech^4] with
+    # E[sech^4] = 4/3 / sqrt(2 pi q) (1 + O(1/q)), and (keep = 1, c* ~ sigma_b^2 / q* ~ 0)
+    # chi_c = sigma_w^2 E[sech^2]^2 -> 2/pi
+    out = run_code(
+        "for sw, sb, keep in ((1.5, 1e20, 0.9), (1e25, 0.05, 1.0)):\n"
+        "    r = mf.analyze('tanh', sw, sb, keep)\n"
+        "    print(*(repr(float(getattr(r, k))) for k in ('q_star', 'c_star', 'chi_1', 'chi_c')))\n")
+    (q1, c1, chi1_1, chic1), (q2, c2, chi1_2, chic2) = (map(float, line.split())
+                                                         for line in out.strip().splitlines())
+    for (sw, sb, keep), q, chi1 in (((1.5, 1e20, 0.9), q1, chi1_1), ((1e25, 0.05, 1.0), q2, chi1_2)):
+        exact = sb + sw / keep
+        for _ in range(4):  # a contraction with factor ~1e-13: two steps reach rounding
+            exact = sw / keep * (1 - _tanh_sech2_mean(exact)) + sb
+        assert q == pytest.approx(exact, rel=1e-13)  # the quadrature's tolerance
+        assert chi1 == pytest.approx(sw / keep * 4 / 3 / math.sqrt(2 * math.pi * exact), rel=1e-12)
+    assert exact < 1e25 * (1 - 2e-13)  # the correction the check above resolves
+    # sigma_b^2 = 1e20 dominates: c* = 1 - O(1e-21); chi_c = sigma_w^2 Kd <= sigma_w^2 D2 = keep chi_1
+    assert 1 - 1e-15 <= c1 <= 1 and 0 < chic1 <= 0.9 * chi1_1
+    assert abs(c2) <= 1e-10  # c* is solved to 1e-10 absolute
+    assert chic2 == pytest.approx(1e25 * _tanh_sech2_mean(q2) ** 2, rel=1e-12)
+    assert chic2 == pytest.approx(2 / math.pi, rel=1e-12)
+
+
+def test_huge_q_star_of_unbounded_activations():
+    # the upper bracket of an unbounded map is searched up to Q_CAP = 1e100 (it was 1e12):
+    # ReLU q* = sigma_b^2 / (1 - sigma_w^2 / 2), linear q* = sigma_b^2 / (1 - sigma_w^2)
+    out = run_code("print(repr(float(mf.q_star('relu', 1.0, 1e20))), "
+                   "repr(float(mf.q_star('linear', 0.5, 1e60))))\n"
+                   "try:\n    mf.q_star('relu', 1.0, 1e100)\n"
+                   "except mf.NoFixedPointError as err:\n    print(err)\n")
+    relu, linear, *error = out.split()
+    assert float(relu) == pytest.approx(2e20, rel=1e-12)
+    assert float(linear) == pytest.approx(2e60, rel=1e-12)
+    assert "above the diagonal up to q = 1e+100" in " ".join(error)
