@@ -26,6 +26,7 @@ K(c) and Kd(c) at many c for the price of a polynomial. They are kept in a bound
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -34,7 +35,7 @@ from .activations import Activation
 from .gauss import RTOL, Z_MAX, expect, expect_pair
 
 __all__ = ["Q_MIN", "KEYS", "PAIR_KEYS", "moments", "moment", "pair", "stein", "by_scale",
-           "clear_cache"]
+           "reaches_tails", "tail_power", "clear_cache"]
 
 Q_MIN = 1e-20  # q = 0 stands for the q -> 0 limit, evaluated here (relative error ~1e-20)
 KEYS = ("A2", "dA2", "D2", "PD")
@@ -75,16 +76,70 @@ def by_scale(fn, q, *more, key=None):
     return [o.reshape(q.shape) for o in outs]
 
 
-def _tail_square(act):
-    """(x -> asymptote(x)^2, d/dq E[asymptote^2], analytic at 0) for an activation with tails."""
+def reaches_tails(act, q):
+    """Boolean, shaped like q: the Gaussian N(0, q) reaches past phi's structure (its width and
+    kinks) onto the asymptote ``act.tails`` (False everywhere for an activation without tails).
+
+    There d/dq of a Gaussian mean of a bounded integrand is O(q^-1.5) from Stein-form terms of
+    O(1/q), and the asymptote's part is taken in closed form instead (:func:`tail_power`); below,
+    subtracting it would bring that cancellation in instead of taking it out.
+    """
+    q = np.asarray(q, float)
+    if act.tails is None:
+        return np.zeros(q.shape, bool)
+    reach = max(act.width, max((abs(k) for k in act.kinks), default=0.0))
+    return Z_MAX * np.sqrt(q) > reach
+
+
+def tail_power(act, p):
+    """|t(x)|^p for phi's asymptote t = a + b x on each side (``act.tails``), with d/dq of its
+    Gaussian mean in closed form.
+
+    Half-moments on x > 0 (x < 0 mirrors them with b -> -b), x ~ N(0, q): E[(a + b x)^2] =
+    a^2/2 + 2ab sqrt(q/2pi) + b^2 q/2 (any a, b); E[|a|^p] = |a|^p / 2; E[|b x|^p] =
+    |b|^p kappa_p q^(p/2) with kappa_p = 2^(p/2 - 1) Gamma((p + 1)/2) / sqrt(pi).
+
+    Parameters
+    ----------
+    act : Activation
+        With ``tails``.
+    p : float
+        Exponent > 0.
+
+    Returns
+    -------
+    (fn, slope, kinks) or None
+        fn(x) = |t(x)|^p (x of any shape), slope(q) = d/dq E[|t(x)|^p] (q > 0, any shape), and
+        the x where fn is not analytic (0 where the two sides differ or |b x|^p bends there).
+        None where a side a + b x has a, b != 0 and p != 2 (no elementary half-moment; such an
+        asymptote is unbounded and its Stein form has no cancellation to remove).
+
+    References
+    ----------
+    docs/THEORY.md §9 (numerics).
+    """
     (al, bl), (ar, br) = act.tails
+    even = p % 2 == 0
+    kappa = 2 ** (p / 2 - 1) * math.gamma((p + 1) / 2) / math.sqrt(math.pi)
 
-    def sq(x):
-        return np.where(x < 0, (al + bl * x) ** 2, (ar + br * x) ** 2)
+    def side(a, b):  # d/dq of the half-moment on x > 0
+        if p == 2:
+            return lambda q: a * b / np.sqrt(2 * np.pi * q) + b * b / 2
+        if b == 0:
+            return lambda q: np.zeros(np.shape(q))
+        if a == 0:
+            return lambda q: abs(b) ** p * kappa * (p / 2) * np.asarray(q, float) ** (p / 2 - 1)
+        return None
+    left, right = side(al, -bl), side(ar, br)
+    if left is None or right is None:
+        return None
 
-    def slope(q):  # E[(a + b x)^2; x > 0] = a^2/2 + 2ab sqrt(q/2pi) + b^2 q/2, and x < 0
-        return (ar * br - al * bl) / np.sqrt(2 * np.pi * q) + (bl * bl + br * br) / 2
-    return sq, slope, (al, bl) == (ar, br)
+    def fn(x):
+        t = np.where(x < 0, al + bl * x, ar + br * x)
+        return t ** p if even else np.abs(t) ** p
+
+    smooth = (al, bl) == (ar, br) and (even or bl == 0)
+    return fn, (lambda q: left(q) + right(q)), (() if smooth else (0.0,))
 
 
 def moments(act: Activation, keys, q):
@@ -92,8 +147,8 @@ def moments(act: Activation, keys, q):
 
     dA2 = E[phi'^2 + phi phi''] cancels at large q (O(q^-1.5) from O(q^-0.5) terms for a bounded
     phi), and Stein's form E[phi^2 (x^2/q - 1)/(2q)] at small q unless phi(0) = 0 (O(1) from
-    O(1/q) terms). So: where the Gaussian reaches past the activation's width, Stein's form of
-    phi^2 minus its asymptote's square (whose slope is known in closed form; the integrand then
+    O(1/q) terms). So: where the Gaussian reaches past the activation's structure
+    (:func:`reaches_tails`), Stein's form of phi^2 minus its asymptote's square (whose slope is known in closed form; the integrand then
     decays outside the width); elsewhere Stein's form of phi^2 if phi(0) = 0 or phi has kinks
     (phi'' would miss their delta functions), else phi'^2 + phi phi''. phi, phi' and phi'' are
     evaluated once per node for all keys.
@@ -124,11 +179,11 @@ def moments(act: Activation, keys, q):
 
         def one(qg):
             kinks, slope, tail_sq = act.kinks, 0.0, None
-            large = act.tails is not None and Z_MAX * np.sqrt(qg.max()) > act.width
+            large = bool(reaches_tails(act, qg.max()))
             if "dA2" in missing and large:
-                tail_sq, tail_slope, analytic = _tail_square(act)
+                tail_sq, tail_slope, tail_kinks = tail_power(act, 2.0)
                 slope = tail_slope(qg)
-                kinks = kinks if analytic else tuple(sorted(set(kinks) | {0.0}))
+                kinks = tuple(sorted(set(kinks) | set(tail_kinks)))
             derivative = "dA2" in missing and not large and not centred
             need_d = derivative or bool({"D2", "PD"} & set(missing))
             qq = qg[..., None]

@@ -144,3 +144,46 @@ def test_issue_phase_diagram_superlinear_branch():
     assert float(below.chi_1) < 1
     with pytest.raises(mf.NoFixedPointError):
         mf.analyze("relu", sw * (1 + 1e-9), 0.05, 0.8, noise="sparseout", s=3.0)
+
+
+def _mp_sigmoid(x):
+    return 1 / (1 + mp.exp(-x))
+
+
+# h = phi^2 + r |phi|^s with limits h_-, h_+ at -+inf: by the expansion of the Gaussian density
+# around 0, E[h] = (h_- + h_+)/2 - J / sqrt(2 pi q) + O(q^-1.5), J = int_-inf^0 (h_- - h)
+# + int_0^inf (h_+ - h), so d/dq E[h] = J / (2 sqrt(2 pi)) q^-1.5 (1 + O(1/q))
+ASYMPTOTE_J = {
+    "tanh": lambda r, s: 2 * mp.quad(lambda x: 1 + r - mp.tanh(x) ** 2 - r * mp.tanh(x) ** s,
+                                     [0, 5, 20, mp.inf]),
+    "hard_tanh": lambda r, s: 2 * (mp.mpf(2) / 3 + r * s / (s + 1)),  # int_0^1 (1 - x^2) + r (1 - x^s)
+    "sigmoid": lambda r, s: (
+        mp.quad(lambda x: -(_mp_sigmoid(x) ** 2 + r * _mp_sigmoid(x) ** s), [-mp.inf, -40, 0])
+        + mp.quad(lambda x: 1 + r - _mp_sigmoid(x) ** 2 - r * _mp_sigmoid(x) ** s, [0, 40, mp.inf])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ASYMPTOTE_J))
+@pytest.mark.parametrize("s", [0.7, 1.5, 3.0])
+def test_second_moment_slope_at_huge_q(name, s):
+    # Stein's form of phi^2 + r |phi|^s lost ~1e-16 sqrt(q) relative (0.1 at q = 1e30) before the
+    # asymptote was subtracted
+    keep = 0.8
+    r = (1 - keep) / keep
+    nz = mf.make_noise("sparseout", keep=keep, s=s)
+    J = ASYMPTOTE_J[name](mp.mpf(r), mp.mpf(s))
+    for q in (1e20, 1e30):
+        exact = float(J / (2 * mp.sqrt(2 * mp.pi)) * mp.mpf(q) ** -1.5)
+        assert float(nz.second_moment_slope(mf.get_activation(name), q)) == pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "silu", "linear"])
+def test_second_moment_slope_at_huge_q_of_unbounded_activations(name):
+    # asymptote x on x > 0 (and 0 or x on x < 0): d/dq E[x^2 + r |x|^s; tail sides] in closed form,
+    # d/dq (q/2 + r kappa_s q^(s/2)) per side; GELU and SiLU differ by O(q^-0.5) relative
+    keep, s, q = 0.8, 1.5, 1e30
+    r = (1 - keep) / keep
+    sides = 2 if name == "linear" else 1
+    exact = sides * (0.5 + r * kappa(s) * s / 2 * q ** (s / 2 - 1))
+    got = float(mf.make_noise("sparseout", keep=keep, s=s).second_moment_slope(mf.get_activation(name), q))
+    assert got == pytest.approx(exact, rel=1e-13)
