@@ -36,10 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _usage_error(parser: argparse.ArgumentParser, message: str) -> int:
+def _usage_error(parser: argparse.ArgumentParser, message: str):
     parser.print_usage(sys.stderr)
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    raise SystemExit(2)
 
 
 def _seed(text: str) -> int | None:
@@ -51,19 +51,29 @@ def _seed(text: str) -> int | None:
     return value if value >= 0 else None
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags (``seed`` an int); checked before sympy and the derivation modules are
+    imported: bad usage ends in an ``error:`` line naming the flag, exit status 2 (``SystemExit``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    # validated before registry() imports sympy and the derivation modules
     seed = _seed(args.seed)
     if seed is None:
-        return _usage_error(parser, f"--seed must be an integer >= 0, got {args.seed}")
+        _usage_error(parser, f"--seed must be an integer >= 0, got {args.seed}")
+    args.seed = seed
     for mod in args.module or ():
         if mod not in MODULES:
-            return _usage_error(parser, f"--module must be one of {', '.join(MODULES)}, got {mod!r}")
+            _usage_error(parser, f"--module must be one of {', '.join(MODULES)}, got {mod!r}")
     if args.check and args.latex:
-        return _usage_error(parser, "--check and --latex cannot be combined (--latex runs no checks)")
+        _usage_error(parser, "--check and --latex cannot be combined (--latex runs no checks)")
+    return args
 
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as stop:   # usage errors (2) and --help (0) as exit codes, like the checks'
+        return stop.code
+    seed = args.seed
     from . import registry, run_checks
 
     t0 = time.perf_counter()

@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Dataset", "load_mnist", "load_cifar10", "load_dataset", "resolve_data_dir",
-           "DATASETS", "main"]
+           "DATASETS", "parse_args", "main"]
 
 ENV_VAR = "MEANFIELD_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data")
@@ -429,8 +429,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     return DATASETS[name](data_dir, download=download, verify=verify)
 
 
-def main(argv=None) -> int:
-    """``python -m experiments.data [--download] [--data-dir DIR] [mnist] [cifar10]``."""
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags of ``main``, checked before any file is read (bad input: an
+    ``error:`` line naming the argument, exit status 2 as ``SystemExit``)."""
     p = argparse.ArgumentParser(
         prog="python -m experiments.data",
         description="Check the data sets (default) or download the missing official files "
@@ -441,8 +442,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     bad = [n for n in args.names if n not in DATASETS]
     if bad:
-        print(f"error: unknown data set(s) {bad}; valid names: {', '.join(DATASETS)}", file=sys.stderr)
-        return 2
+        print(f"error: unknown data set(s) {bad}; valid names: {', '.join(DATASETS)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    if args.data_dir == "":
+        p.error("argument --data-dir: expected a folder, got an empty path")
+    return args
+
+
+def main(argv=None) -> int:
+    """``python -m experiments.data [--download] [--data-dir DIR] [mnist] [cifar10]``."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as stop:
+        return stop.code
     root = resolve_data_dir(args.data_dir)
     for name in args.names or list(DATASETS):
         try:

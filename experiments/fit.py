@@ -105,7 +105,7 @@ __all__ = ["Boundary", "Law", "LAWS", "REFERENCE", "SCALES", "FitResult", "NoFit
            "extract_boundaries", "boundary_from_arrays", "read_table", "read_db", "fit_table",
            "depth_scales", "budget_laws", "fit_law", "fit_all", "compare_held_out",
            "per_budget_constants", "compare_budgets", "run_fits", "report", "plot",
-           "rms_log_error", "get_law", "simplest", "held_out_winner", "main", "XI_CAP",
+           "rms_log_error", "get_law", "simplest", "held_out_winner", "main", "parse_args", "XI_CAP",
            "SIGMA_MIN", "RUNAWAY", "PROTOCOL"]
 
 XI_CAP = 1e4
@@ -113,6 +113,7 @@ SIGMA_MIN = 0.01       # floor of the fitted scatter of ln L_max (1 % in depth)
 SW_RTOL = 1e-6         # sigma_w^2 values closer than this (relative) are one grid value
 MIN_LIFT = 0.05        # a trained network beats chance by at least this accuracy
 MIN_BOOT = 100         # fewer resamples cannot place the tails of an expanded 95 % interval
+MAX_BOOT = 100_000     # the resample counts are one array; each resample is an optimisation
 # Default resamples. Each is one scipy fit (~1.5 ms): at 1000 the CLI took 52 s (one budget) and
 # 183 s (four budgets, 16 boundaries) of CPU on benchmarks/bench_fit.py's heatmap. At 400 the ends
 # of a 95 % interval vary between bootstrap seeds by 3-14 % of its half-width (2-10 % at 1000;
@@ -986,8 +987,9 @@ def _expanded_alpha(alpha: float, n: int, p: int) -> float:
 
 
 def _check_n_boot(n_boot: int, name: str = "n_boot") -> None:
-    if n_boot != 0 and n_boot < MIN_BOOT:
-        raise ValueError(f"{name} must be 0 (no CI) or >= {MIN_BOOT}, got {n_boot}")
+    if n_boot != 0 and not MIN_BOOT <= n_boot <= MAX_BOOT:
+        raise ValueError(f"{name} must be 0 (no CI) or >= {MIN_BOOT} (at most {MAX_BOOT}), "
+                         f"got {n_boot}")
 
 
 def fit_law(law: Law | str, boundaries: Boundary | list[Boundary], *, n_boot: int = N_BOOT,
@@ -1588,9 +1590,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-b2", type=float, default=None, help="sigma_b^2 >= 0 (default 0.05)")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="(default tanh)")
     p.add_argument("--bootstrap", type=int, default=N_BOOT,
-                   help=f"bootstrap resamples: 0 (no CI) or >= {MIN_BOOT} (default {N_BOOT}; "
-                        f"1000 or more for final numbers)")
-    p.add_argument("--seed", type=int, default=0)
+                   help=f"bootstrap resamples: 0 (no CI) or {MIN_BOOT} ... {MAX_BOOT} (default "
+                        f"{N_BOOT}; 1000 or more for final numbers)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed >= 0")
     p.add_argument("--budget-scale", choices=list(SCALES), default="xi_c",
                    help="depth scale of the budget laws a(T) * scale (default xi_c)")
     p.add_argument("--plot", type=Path, help="draw the heatmap with boundary and law (.png/.pdf/.svg)")
@@ -1642,6 +1644,8 @@ def _check(args) -> None:
     if args.classes is not None and args.classes < 2:
         raise ValueError(f"--classes must be >= 2, got {args.classes}")
     _check_n_boot(args.bootstrap, "--bootstrap")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
     if args.plot is not None:
         if args.plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise ValueError(f"--plot must end in .png, .pdf or .svg, got {args.plot}")
@@ -1652,10 +1656,29 @@ def _check(args) -> None:
             raise ValueError(f"{flag} must name an existing file, got {path}")
 
 
-def main(argv=None) -> int:
+class _Refused(SystemExit):
+    """A combination ``_check`` refused (the message is printed; ``main`` returns 2)."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags; every check happens here, before any file is read or a fit started:
+    bad input ends in an ``error:`` line naming the flag and its range, exit status 2
+    (``SystemExit``)."""
     args = build_parser().parse_args(argv)
     try:
         _check(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise _Refused(2) from None
+    return args
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+    except _Refused:
+        return 2
+    try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.sigma_w2 is not None:

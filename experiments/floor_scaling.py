@@ -20,46 +20,70 @@ import math
 import numpy as np
 
 
-def main(argv=None):
-    from experiments.runner import add_runner_arguments, runner_from_args
+def build_parser() -> argparse.ArgumentParser:
+    from experiments.runner import add_runner_arguments
+    from meanfield.activations import registered_activations
+    from meanfield.cli.args import creatable_path, integer, real
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--activation", default="tanh")
-    ap.add_argument("--sigma-w2", type=float, default=1.4)
-    ap.add_argument("--keep", type=float, default=0.8)
-    ap.add_argument("--depth", type=int, default=40)
-    ap.add_argument("--realisations", type=int, default=200)
-    ap.add_argument("--widths", type=int, nargs="+", default=[250, 1000, 4000, 16000])
-    ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--db", default=None, help="SQLite results (default: the gradient study's)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the --serial engine")
+    ap = argparse.ArgumentParser(prog="python -m experiments.floor_scaling", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--activation", default="tanh", choices=registered_activations())
+    ap.add_argument("--sigma-w2", type=real(0, lo_open=True, what="sigma_w2 (weight variance)"),
+                    default=1.4, help="weight variance sigma_w^2 > 0")
+    ap.add_argument("--keep", type=real(0, 1, lo_open=True, what="keep probability rho"),
+                    default=0.8, help="dropout keep probability rho in (0, 1]")
+    ap.add_argument("--depth", type=integer(5), default=40, help="layers L >= 5")
+    ap.add_argument("--realisations", type=integer(2), default=200, help="networks per width >= 2")
+    ap.add_argument("--widths", type=integer(2), nargs="+", default=[250, 1000, 4000, 16000],
+                    help="at least two distinct widths >= 2, one of them <= 4000")
+    ap.add_argument("--seed", type=integer(0), default=11, help="random seed >= 0")
+    ap.add_argument("--db", type=creatable_path("file"), default=None,
+                    help="SQLite results (default: the gradient study's)")
+    ap.add_argument("--threads", type=integer(1), default=2,
+                    help="torch threads >= 1 of the --serial engine")
     add_runner_arguments(ap)
-    a = ap.parse_args(argv)
-    if not 0 < a.keep <= 1:
-        ap.error(f"--keep (keep probability) must lie in (0, 1], got {a.keep}")
-    if not (a.sigma_w2 > 0 and math.isfinite(a.sigma_w2)):
-        ap.error(f"--sigma-w2 must be finite and > 0, got {a.sigma_w2}")
-    if a.depth < 5 or a.realisations < 2 or a.threads < 1:
-        ap.error("--depth must be >= 5, --realisations >= 2 and --threads >= 1, got "
-                 f"{a.depth}, {a.realisations} and {a.threads}")
-    if min(a.widths) < 2 or len(set(a.widths)) < 2:
-        ap.error(f"--widths must be at least two distinct widths >= 2, got {a.widths}")
-    if not any(n <= 4000 for n in a.widths):
-        ap.error(f"--widths must include one <= 4000 (it sets the layer window), got {a.widths}")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags with the runner's ``engine`` keywords, the ``theory`` (exact gradient
+    metrics) and the deep layer ``window`` (a mask over layers); every check happens here, before
+    torch is imported or a simulation starts (bad input: an ``error:`` line naming the flag,
+    exit 2)."""
     import meanfield as mf
     from experiments import gradient_study as gs
+    from experiments.runner import runner_from_args
 
-    engine = runner_from_args(a)
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    if len(a.widths) < 2 or len(set(a.widths)) < len(a.widths):
+        ap.error(f"argument --widths: must be at least two distinct widths, got {a.widths}")
+    if not any(n <= 4000 for n in a.widths):
+        ap.error(f"argument --widths: must include one <= 4000 (it sets the layer window), got "
+                 f"{a.widths}")
+    a.engine = runner_from_args(a)
+    try:
+        a.theory = mf.gradient_metrics(a.activation, a.sigma_w2, gs.SB, a.keep, a.depth)
+    except ValueError as e:  # e.g. no fixed point
+        ap.error(str(e))
+    kx_max = max(float(a.theory.crossover_depth(n)) for n in a.widths if n <= 4000)
+    k = np.arange(a.depth)[::-1]
+    a.window = k >= min(max(2 * kx_max, kx_max + 5), a.depth - 4)
+    if not a.window.any():   # an undefined crossover depth
+        ap.error(f"no deep layer window: the crossover depth is {kx_max} for --activation "
+                 f"{a.activation} --sigma-w2 {a.sigma_w2:g} --keep {a.keep:g}")
+    return a
+
+
+def main(argv=None):
+    from experiments import gradient_study as gs
+
+    a = parse_args(argv)
+    engine, deep = a.engine, a.window
     if engine["engine"] == "serial":
         import torch
         torch.set_num_threads(a.threads)
-    try:
-        theory = mf.gradient_metrics(a.activation, a.sigma_w2, gs.SB, a.keep, a.depth)
-    except ValueError as e:  # e.g. an unknown activation, or no fixed point
-        ap.error(str(e))
-    kx_max = max(float(theory.crossover_depth(n)) for n in a.widths if n <= 4000)
     k = np.arange(a.depth)[::-1]
-    deep = k >= min(max(2 * kx_max, kx_max + 5), a.depth - 4)
     print(f"{a.activation} sigma_w2={a.sigma_w2} keep={a.keep}: window k = {k[deep].min()}..{k[deep].max()}")
 
     def floor(gab, gaa):

@@ -377,24 +377,50 @@ SPECS = {"linear": linear_specs, "nonlinear": nonlinear_specs, "pair": pair_spec
          "univer": univer_specs}  # the reference study reads the authors' files only
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    from meanfield.cli.args import creatable_path, device, integer
+    p = argparse.ArgumentParser(prog="python -m experiments.gradient_study",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
-    p.add_argument("--db", default=str(DEFAULT_DB))
+    p.add_argument("--db", type=creatable_path("file"), default=str(DEFAULT_DB),
+                   help="SQLite results (with --quick: its name with _quick)")
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    p.add_argument("--device", default="cpu", help="torch device of the simulations (cuda: one "
-                   "worker per GPU on the embedded cluster)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of the --serial engine")
+    p.add_argument("--device", type=device(), default="cpu", help="torch device of the "
+                   "simulations: cpu, cuda or cuda:N (cuda: one worker per GPU on the embedded "
+                   "cluster)")
+    p.add_argument("--threads", type=integer(1), default=2,
+                   help="torch threads >= 1 of the --serial engine")
     add_runner_arguments(p)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags with the runner's ``engine`` keywords; every check happens here, before
+    torch is imported (only a named CUDA device imports it, to ask whether it exists) or a
+    simulation starts: bad input ends in an ``error:`` line naming the flag, exit 2."""
+    from meanfield.cli.args import cuda_problem
+    p = build_parser()
     a = p.parse_args(argv)
-    if a.threads < 1:
-        p.error(f"--threads must be >= 1, got {a.threads}")
+    a.engine = runner_from_args(a)
+    problem = cuda_problem(a.device)
+    if problem:
+        p.error(f"argument --device: {problem}")
+    if {"univer", "reference"} & set(a.studies):
+        try:
+            ref.huang2019_dir()
+        except FileNotFoundError as e:
+            p.error(f"argument --studies: the univer and reference studies need the authors' "
+                    f"data: {e}")
+    return a
+
+
+def main(argv=None):
+    a = parse_args(argv)
     db = a.db if not a.quick else a.db.replace(".sqlite", "_quick.sqlite")
-    engine = runner_from_args(a)
-    if engine["engine"] == "serial":
+    if a.engine["engine"] == "serial":
         import torch
         torch.set_num_threads(a.threads)
-    sims = open_simulations(db, a.device, **engine)
+    sims = open_simulations(db, a.device, **a.engine)
     with sims.store:
         # every simulation of the chosen studies first, in one sweep, then the reports
         sims.compute([s for name in a.studies if name in SPECS for s in SPECS[name](a.quick)])

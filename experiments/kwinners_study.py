@@ -256,27 +256,45 @@ def format_table(rows) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> int:
-    from experiments.runner import add_runner_arguments, runner_from_args
+def build_parser() -> argparse.ArgumentParser:
+    from experiments.runner import add_runner_arguments
+    from meanfield.cli.args import creatable_path, integer, real
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--db", default=str(ROOT / "results" / "kwinners_study.sqlite"))
-    ap.add_argument("--reps", type=int, default=300, help="networks per table row (>= 2)")
-    ap.add_argument("--depth", type=int, default=20, help="layers (>= 2)")
-    ap.add_argument("--f", type=float, nargs="+", default=list(FS), dest="fs",
-                    help="fractions of winners, in (0, 1)")
-    ap.add_argument("--n", type=int, nargs="+", default=list(NS), dest="ns", help="widths")
+    ap = argparse.ArgumentParser(prog="python -m experiments.kwinners_study",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db", type=creatable_path("file"),
+                    default=str(ROOT / "results" / "kwinners_study.sqlite"))
+    ap.add_argument("--reps", type=integer(2), default=300, help="networks per table row (>= 2)")
+    ap.add_argument("--depth", type=integer(2), default=20, help="layers (>= 2)")
+    ap.add_argument("--f", type=real(0, 1, lo_open=True, hi_open=True, what="f (fraction of winners)"),
+                    nargs="+", default=list(FS), dest="fs", help="fractions of winners, in (0, 1)")
+    ap.add_argument("--n", type=integer(1), nargs="+", default=list(NS), dest="ns",
+                    help="widths N >= 1 with round(f N) >= 1 winners")
     ap.add_argument("--quick", action="store_true", help="20 networks, depth 8 (smoke test)")
     add_runner_arguments(ap)
+    return ap
+
+
+def parse_args(argv=None):
+    """The validated flags (``reps`` and ``depth`` set by ``--quick``) with the runner's ``engine``
+    keywords; every check happens here, before any simulation (bad input: an ``error:`` line
+    naming the flag, exit 2)."""
+    from experiments.runner import runner_from_args
+
+    ap = build_parser()
     a = ap.parse_args(argv)
-    reps, depth = (20, 8) if a.quick else (a.reps, a.depth)
-    if reps < 2 or depth < 2:
-        ap.error(f"--reps and --depth must be >= 2, got {reps} and {depth}")
-    if not all(0 < f < 1 for f in a.fs):
-        ap.error(f"--f (fractions of winners) must lie in (0, 1), got {a.fs}")
+    if a.quick:
+        a.reps, a.depth = 20, 8
     if not all(round(f * n) >= 1 for f in a.fs for n in a.ns):
-        ap.error(f"--n must give at least one winner, round(f N) >= 1, got N = {a.ns}")
-    print(format_table(run(a.db, reps, depth, a.fs, a.ns, **runner_from_args(a))))
+        ap.error(f"argument --n: every width must give at least one winner, round(f N) >= 1, got "
+                 f"N = {a.ns} for f = {a.fs}")
+    a.engine = runner_from_args(a)
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    print(format_table(run(a.db, a.reps, a.depth, a.fs, a.ns, **a.engine)))
     return 0
 
 

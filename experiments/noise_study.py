@@ -173,33 +173,46 @@ def report(rows) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
-    from .runner import add_runner_arguments, runner_from_args
+def build_parser() -> argparse.ArgumentParser:
+    from meanfield.cli.args import creatable_path, integer, output_path
+
+    from .runner import add_runner_arguments
     ap = argparse.ArgumentParser(prog="python -m experiments.noise_study",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--width", type=int, default=2000, help="network width N >= 2")
-    ap.add_argument("--depth", type=int, default=6, help="layers L >= 2")
-    ap.add_argument("--realisations", type=int, default=100, help="networks per case R >= 2")
-    ap.add_argument("--seed", type=int, default=0, help="random seed >= 0")
-    ap.add_argument("--db", default=str(DEFAULT_DB), help="SQLite results file")
-    ap.add_argument("--out", help="also write the report to this text file")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads >= 1 of the --serial "
-                    "engine (Dask workers are single-threaded)")
+    ap.add_argument("--width", type=integer(2), default=2000, help="network width N >= 2")
+    ap.add_argument("--depth", type=integer(2), default=6, help="layers L >= 2")
+    ap.add_argument("--realisations", type=integer(2), default=100, help="networks per case R >= 2")
+    ap.add_argument("--seed", type=integer(0), default=0, help="random seed >= 0")
+    ap.add_argument("--db", type=creatable_path("file"), default=str(DEFAULT_DB),
+                    help="SQLite results file")
+    ap.add_argument("--out", type=output_path, help="also write the report to this text file")
+    ap.add_argument("--threads", type=integer(1), default=2, help="torch CPU threads >= 1 of the "
+                    "--serial engine (Dask workers are single-threaded)")
     ap.add_argument("--no-progress", action="store_true")
     add_runner_arguments(ap)
-    a = ap.parse_args(argv)
-    for name, lo in (("width", 2), ("depth", 2), ("realisations", 2), ("seed", 0), ("threads", 1)):
-        if getattr(a, name) < lo:
-            ap.error(f"--{name} must be an integer >= {lo}, got {getattr(a, name)}")
-    engine = runner_from_args(a)
-    if engine["engine"] == "serial":
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags with the runner's ``engine`` keywords; every check happens here, before
+    torch is imported or a simulation starts (bad input: an ``error:`` line naming the flag,
+    exit 2)."""
+    from .runner import runner_from_args
+    a = build_parser().parse_args(argv)
+    a.engine = runner_from_args(a)
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.engine["engine"] == "serial":
         import torch
         torch.set_num_threads(a.threads)
     added, rows = run(a.db, cases(a.width, a.depth, a.realisations, a.seed),
-                      progress=not a.no_progress, **engine)
+                      progress=not a.no_progress, **a.engine)
     lines = [f"# {added} new simulations, {len(rows)} in {a.db}"] + report(rows)
     print("\n".join(lines))
-    if a.out:
+    if a.out not in (None, "-"):   # '-': the report above is the output
         Path(a.out).write_text("\n".join(lines) + "\n")
     return 0
 

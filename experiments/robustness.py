@@ -296,21 +296,47 @@ def plot(summary: list[dict], path_stem: str | Path) -> list[Path]:
     return paths
 
 
-def main(argv=None) -> int:
-    from experiments.runner import add_runner_arguments, runner_from_args
+def build_parser() -> argparse.ArgumentParser:
+    from experiments.runner import add_runner_arguments
+    from meanfield.cli.args import creatable_path, integer
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m experiments.robustness",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    ap.add_argument("--db", default=str(DEFAULT_DB), help=f"SQLite results (default {DEFAULT_DB})")
+    ap.add_argument("--db", type=creatable_path("file"), default=str(DEFAULT_DB),
+                    help=f"SQLite results (default {DEFAULT_DB})")
     ap.add_argument("--data-dir", default=None, help="folder containing mnist/ (default: "
                     "$MEANFIELD_DATA_DIR, else ./data)")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help=f"folder for the figure (default {DEFAULT_OUT})")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of the --serial engine")
+    ap.add_argument("--out", type=creatable_path("folder"), default=str(DEFAULT_OUT),
+                    help=f"folder for the figure (default {DEFAULT_OUT})")
+    ap.add_argument("--threads", type=integer(1), default=1,
+                    help="torch threads >= 1 of the --serial engine")
     add_runner_arguments(ap)
-    a = ap.parse_args(argv)
-    if a.threads < 1:
-        ap.error(f"--threads must be >= 1, got {a.threads}")
-    rows = run(a.preset, a.db, a.data_dir, a.threads, **runner_from_args(a))
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags with the runner's ``engine`` keywords; every check happens here, before
+    torch is imported or data loaded (bad input: an ``error:`` line naming the flag, exit 2)."""
+    from experiments.runner import runner_from_args
+
+    args = build_parser().parse_args(argv)
+    args.engine = runner_from_args(args)
+    return args
+
+
+def main(argv=None) -> int:
+    import sys
+
+    from experiments.data import resolve_data_dir
+
+    a = parse_args(argv)
+    try:
+        _mnist(str(resolve_data_dir(a.data_dir).resolve()))   # a missing data set: before any work
+        rows = run(a.preset, a.db, a.data_dir, a.threads, **a.engine)
+    except (FileNotFoundError, ValueError) as e:   # missing data, a store of another configuration
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     summary = summarize(rows)
     print(format_table(summary))
     for path in plot(summary, Path(a.out) / f"robustness_{a.preset}"):

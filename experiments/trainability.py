@@ -97,7 +97,7 @@ from .store import Store
 __all__ = ["Sweep", "Network", "PRESETS", "COLUMNS", "KEY", "GRID", "TABLE", "RESULTS_DIR",
            "DATA_SHAPES", "ORACLE_A", "ORACLE_B", "GPU_FLOPS", "PRECISIONS", "SweepReport", "Estimate",
            "default_db", "open_store", "checkpoint_series", "run_sweep", "is_complete", "train_rows",
-           "planned_networks", "step_flops", "estimate", "measure_flops", "main"]
+           "planned_networks", "step_flops", "estimate", "measure_flops", "parse_args", "main"]
 
 TABLE = "trainability"
 RESULTS_DIR = Path("results")
@@ -514,9 +514,10 @@ def _resolve_device(device: str | None) -> str:
     import torch
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available (valid: auto, cpu, "
-                         f"or cuda[:N] on a machine with a GPU)")
+    from meanfield.cli.args import cuda_problem
+    problem = cuda_problem(device)
+    if problem:
+        raise ValueError(f"{problem} (valid: auto, cpu, or cuda[:N] on a machine with a GPU)")
     return device
 
 
@@ -618,26 +619,19 @@ def _boundary(ctx: _Context) -> None:
 # command line
 
 
-def _device_arg(text: str) -> str:
-    head, _, idx = text.partition(":")
-    if text in ("auto", "cpu", "cuda") or (head == "cuda" and idx.isdigit()):
-        return text
-    raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N (N a GPU index), got {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from meanfield.cli.args import integer
+    from meanfield.cli.args import creatable_path, device, integer
 
     from .runner import add_runner_arguments
     p = argparse.ArgumentParser(prog="python -m experiments.trainability", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--db", type=Path, default=None,
+    p.add_argument("--db", type=lambda text: Path(creatable_path("file")(text)), default=None,
                    help="SQLite results file (default results/trainability_<preset>.sqlite)")
     p.add_argument("--data-dir", default=None, help="folder containing mnist/ and cifar10/ "
                    "(default: $MEANFIELD_DATA_DIR, else ./data)")
     add_arguments(p)
-    p.add_argument("--device", type=_device_arg, default="auto",
+    p.add_argument("--device", type=device(auto=True), default="auto",
                    help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="float32 (default), float32+tf32 (CUDA matrix products in TF32) or "
@@ -693,17 +687,32 @@ def _hms(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags, with the ``sweep``, the runner's ``engine`` keywords and the resolved
+    ``device`` added.
+
+    Every check of the flags happens here, before torch is imported (only a named CUDA device
+    imports it, to ask whether the device exists) or any data is loaded: bad input ends in an
+    ``error:`` line naming the flag and its range, exit status 2 (``SystemExit``).
+    """
+    from .runner import runner_from_args
     parser = build_parser()
     args = parser.parse_args(argv)
-    sweep = sweep_from_args(PRESETS[args.preset], args, parser)
-    from .runner import runner_from_args
-    eng = runner_from_args(args)
+    args.sweep = sweep_from_args(PRESETS[args.preset], args, parser)
+    args.engine = runner_from_args(args)
+    if args.device.startswith("cuda"):
+        try:
+            _resolve_device(args.device)
+        except ValueError as e:
+            parser.error(f"argument --device: {e}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sweep, eng = args.sweep, args.engine
     import torch
-    try:
-        device = _resolve_device(args.device)
-    except ValueError as e:
-        parser.error(f"argument --device: {e}")
+    device = _resolve_device(args.device)
     torch.set_num_threads(args.threads)
     from .data import resolve_data_dir
     for ds in sweep.datasets:

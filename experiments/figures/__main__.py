@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from meanfield.cli.args import integer
+from meanfield.cli.args import creatable_path, integer
 
 from . import DEFAULT_CACHE, DEFAULT_OUT, FIGURES, render_all
 
@@ -21,9 +21,10 @@ def build_parser():
     p.add_argument("names", nargs="*", metavar="NAME", help="figures to render (default: all); "
                    "see --list")
     p.add_argument("--quick", action="store_true", help="small sizes (CI smoke run, minutes)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+    p.add_argument("--out", type=lambda text: Path(creatable_path("folder")(text)), default=DEFAULT_OUT,
                    help="output folder (default ./figures in the working directory)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+    p.add_argument("--cache", type=lambda text: Path(creatable_path("folder")(text)),
+                   default=DEFAULT_CACHE,
                    help="cache folder (default ./figures/cache in the working directory)")
     p.add_argument("--threads", type=integer(1), default=2, help="torch CPU threads >= 1 (default 2)")
     p.add_argument("--list", action="store_true", help="list the figure names and exit")
@@ -31,16 +32,27 @@ def build_parser():
     return p
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
+    """The validated flags; every check happens here, before torch or matplotlib is imported (bad
+    input: an ``error:`` line naming the flag, exit status 2 as ``SystemExit``)."""
     args = build_parser().parse_args(argv)
+    bad = [n for n in args.names if n not in FIGURES]
+    if bad:
+        print(f"error: unknown figure name(s) {bad}; valid names: {', '.join(FIGURES)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return args
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+    except SystemExit as stop:
+        return stop.code
     if args.list:
         for s in FIGURES.values():
             print(f"{s.name:28s} {s.title}")
         return 0
-    bad = [n for n in args.names if n not in FIGURES]
-    if bad:
-        print(f"error: unknown figure name(s) {bad}; valid names: {', '.join(FIGURES)}", file=sys.stderr)
-        return 2
     import torch
     torch.set_num_threads(args.threads)
     done = render_all(args.names, quick=args.quick, out=args.out,

@@ -13,8 +13,9 @@ import numpy as np
 
 from ..noise import NoiseLayer, make_noise, noise_class, registered_noises
 
-__all__ = ["MAX_GRID_POINTS", "parse_grid", "grid", "real", "integer", "output_path", "add_noise_arguments",
-           "noise_from_args", "json_safe"]
+__all__ = ["MAX_GRID_POINTS", "parse_grid", "grid", "real", "integer", "output_path",
+           "creatable_path", "device", "cuda_problem", "add_noise_arguments", "noise_from_args",
+           "json_safe"]
 
 MAX_GRID_POINTS = 1_000_000
 
@@ -112,6 +113,34 @@ def integer(lo=0, hi=None):
     return parse
 
 
+def device(*, auto: bool = False):
+    """argparse type: a torch device name, ``cpu``, ``cuda`` or ``cuda:N`` (and ``auto`` if
+    ``auto``); whether it exists here is :func:`cuda_problem`'s question (it needs torch)."""
+    names = ("auto", "cpu", "cuda") if auto else ("cpu", "cuda")
+
+    def parse(text):
+        head, _, index = text.partition(":")
+        if text in names or (head == "cuda" and index.isdigit()):
+            return text
+        raise argparse.ArgumentTypeError(f"must be {', '.join(names)} or cuda:N (N a GPU index), "
+                                         f"got {text!r}")
+    return parse
+
+
+def cuda_problem(name: str) -> str | None:
+    """Why the torch device ``name`` (as :func:`device` accepts it) cannot be used on this machine
+    (no CUDA, no GPU of that index), or None. Imports torch for CUDA devices only."""
+    if not name.startswith("cuda"):
+        return None
+    import torch
+    if not torch.cuda.is_available():
+        return f"device {name!r} requested but CUDA is not available"
+    count = torch.cuda.device_count()
+    if name != "cuda" and int(name[5:]) >= count:
+        return f"device {name!r} requested but this machine has {count} CUDA device(s)"
+    return None
+
+
 def add_noise_arguments(parser: argparse.ArgumentParser, default: str = "dropout"):
     """Add ``--noise`` (the registry's names), ``--keep`` / ``--drop`` (alias ``--rate``) and every
     other parameter of a registered noise layer (``--s``, ``--backward``, ...)."""
@@ -174,11 +203,31 @@ def json_safe(obj):
     return obj
 
 
+NAME_MAX, PATH_MAX = 255, 4095   # bytes per path component and per path (Linux, macOS: less)
+
+
+def _path_problem(text: str) -> str | None:
+    """Why ``text`` cannot name a path at all (empty, a NUL byte, a component too long), or None."""
+    import os
+    if not text:
+        return "an empty path"
+    if "\0" in text:
+        return f"{text!r} with a NUL byte"
+    if any(len(os.fsencode(part)) > NAME_MAX for part in text.split(os.sep)):
+        return f"a path with a component longer than {NAME_MAX} bytes"
+    if len(os.fsencode(os.path.abspath(text))) > PATH_MAX:
+        return f"a path longer than {PATH_MAX} bytes"
+    return None
+
+
 def output_path(text: str) -> str:
     """argparse type: a file path whose folder exists and is writable ('-' means stdout)."""
     import os
     if text == "-":
         return text
+    problem = _path_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected a file path, got {problem}")
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"folder {folder!r} does not exist (for {text!r})")
@@ -186,4 +235,38 @@ def output_path(text: str) -> str:
         raise argparse.ArgumentTypeError(f"folder {folder!r} is not writable (for {text!r})")
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file path")
+    if os.path.exists(text) and not os.access(text, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not writable")
     return text
+
+
+def creatable_path(kind: str = "file"):
+    """argparse type: a ``kind`` ('file' or 'folder') path that exists as that kind, or can be
+    created with its missing parent folders (the nearest existing ancestor is a writable folder).
+
+    For the SQLite stores and output folders of the studies, which make their parents on first
+    write: a path under a file, in a read-only folder, or of the wrong kind is refused at parse time
+    rather than after the work.
+    """
+    import os
+
+    def parse(text):
+        problem = _path_problem(text)
+        if problem:
+            raise argparse.ArgumentTypeError(f"expected a {kind} path, got {problem}")
+        path = os.path.abspath(os.path.expanduser(text))
+        if os.path.exists(path):
+            if (kind == "folder") != os.path.isdir(path):
+                raise argparse.ArgumentTypeError(f"{text!r} exists and is not a {kind}")
+            if not os.access(path, os.W_OK):
+                raise argparse.ArgumentTypeError(f"{text!r} is not writable")
+            return text
+        parent = os.path.dirname(path)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise argparse.ArgumentTypeError(f"{text!r} lies under {parent!r}, which is not a folder")
+        if not os.access(parent, os.W_OK):
+            raise argparse.ArgumentTypeError(f"{text!r} cannot be created: {parent!r} is not writable")
+        return text
+    return parse

@@ -50,10 +50,22 @@ def _fmt(v):
     return f"{v:.6g}" if abs(v) < 1e5 else f"{v:.3e}"
 
 
+def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The validated flags, with the noise layer they describe as ``layer``.
+
+    Every check happens here, before the core is imported: bad input ends in an ``error:`` line
+    naming the flag and its range, exit status 2 (``SystemExit``).
+    """
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    args.layer = noise_from_args(args, parser)
+    return args
+
+
 def main(argv=None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
-    noise = noise_from_args(args, ap)
+    args = parse_args(argv, ap)
+    noise = args.layer
     from ..depth_scales import analyze  # after parsing: --help and errors stay instant
     from ..gauss import ConvergenceError
 

@@ -23,9 +23,10 @@ import sys
 import numpy as np
 
 from ..activations import registered_activations
-from .args import add_noise_arguments, integer, json_safe, noise_from_args, output_path, real
+from .args import (add_noise_arguments, cuda_problem, device, integer, json_safe, noise_from_args,
+                   output_path, real)
 
-__all__ = ["main", "build_parser", "compute_table"]
+__all__ = ["main", "build_parser", "parse_args", "compute_table"]
 
 
 def _realisations(text):
@@ -56,7 +57,7 @@ def build_parser():
     p.add_argument("--q0", type=real(0, lo_open=True), help="layer-0 variance > 0 (default: q*)")
     p.add_argument("--c0", type=real(-1, 1), help="layer-0 correlation in [-1, 1] (default: c*)")
     p.add_argument("--seed", type=integer(0), default=0, help="random seed >= 0")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
+    p.add_argument("--device", type=device(), default="cpu", help="torch device: cpu, cuda or cuda:N")
     p.add_argument("--threads", type=integer(1), default=2, help="torch CPU threads >= 1")
     p.add_argument("--last", type=integer(0), default=0, help="print only the last K >= 0 layers (0: all)")
     p.add_argument("--out", type=output_path,
@@ -141,25 +142,33 @@ def _check_device(parser, args):
     if importlib.util.find_spec("torch") is None:
         parser.error("the simulation needs torch: pip install 'meanfield[torch]' (or run theory "
                      "only with --realisations 0)")
-    dev = args.device
-    if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        parser.error(f"argument --device: must be cpu, cuda or cuda:N, got {dev!r}")
-    if dev.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            parser.error(f"argument --device: {dev!r} requested but CUDA is not available")
+    problem = cuda_problem(args.device)
+    if problem:
+        parser.error(f"argument --device: {problem}")
+
+
+def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The validated flags, with the noise layer as ``layer`` and the engine resolved.
+
+    Every check happens here, before the core's computations (torch is imported only to ask
+    whether a named CUDA device exists): bad input ends in an ``error:`` line naming the flag and
+    its range, exit status 2 (``SystemExit``).
+    """
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    args.layer = noise_from_args(args, parser)
+    if args.engine is None:
+        args.engine = "dense" if args.layer.acts_on == "weights" else "projected"
+    elif args.engine == "projected" and args.layer.acts_on == "weights":
+        parser.error(f"argument --engine: {args.layer.name} noise acts on weights and needs "
+                     "--engine dense")
+    _check_device(parser, args)
+    return args
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    noise = noise_from_args(args, parser)
-    if args.engine is None:
-        args.engine = "dense" if noise.acts_on == "weights" else "projected"
-    elif args.engine == "projected" and noise.acts_on == "weights":
-        parser.error(f"argument --engine: {noise.name} noise acts on weights and needs "
-                     "--engine dense")
-    _check_device(parser, args)
+    args = parse_args(argv)
+    noise = args.layer
     from ..gauss import ConvergenceError
     try:
         rows, notes = compute_table(args, noise)
