@@ -429,9 +429,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     return DATASETS[name](data_dir, download=download, verify=verify)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    """The validated flags of ``main``, checked before any file is read (bad input: an
-    ``error:`` line naming the argument, exit status 2 as ``SystemExit``)."""
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.data",
         description="Check the data sets (default) or download the missing official files "
@@ -439,14 +437,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("names", nargs="*", metavar="NAME", help=f"{' or '.join(DATASETS)} (default: both)")
     p.add_argument("--download", action="store_true", help="fetch missing files (network needed)")
     p.add_argument("--data-dir", default=None, help="folder that holds (or will hold) mnist/ and cifar10/")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The validated flags of ``main``, checked before any file is read (bad input: an
+    ``error:`` line naming the argument, exit status 2 as ``SystemExit``)."""
+    p = build_parser()
     args = p.parse_args(argv)
     bad = [n for n in args.names if n not in DATASETS]
     if bad:
         print(f"error: unknown data set(s) {bad}; valid names: {', '.join(DATASETS)}",
               file=sys.stderr)
         raise SystemExit(2)
-    if args.data_dir == "":
-        p.error("argument --data-dir: expected a folder, got an empty path")
+    if args.data_dir is not None:
+        folder = Path(args.data_dir).expanduser()
+        if not args.data_dir or "\0" in args.data_dir or (folder.exists() and not folder.is_dir()):
+            p.error(f"argument --data-dir: expected a folder, got {args.data_dir!r}")
     return args
 
 

@@ -1395,7 +1395,8 @@ def _held_table(comp: dict, keys: list, head: Callable) -> list[str]:
              "|---|" + "---|" * (len(keys) + 1)]
     for name, v in comp.items():
         cells = [f"{v['errors'][k]:.3f}" if k in v["errors"] else "n/a" for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {v['mean']:.3f} |")
+        mean = f"{v['mean']:.3f}" if math.isfinite(v["mean"]) else "n/a"   # no law scored
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
     reasons = [f"{name}: {v['reason']}" for name, v in comp.items() if v["reason"]]
     return lines + ([""] + [f"n/a: {r}" for r in reasons] if reasons else []) + [""]
 
@@ -1654,6 +1655,12 @@ def _check(args) -> None:
     for flag, path in (("--db", args.db), ("--table", args.table)):
         if path is not None and not path.is_file():
             raise ValueError(f"{flag} must name an existing file, got {path}")
+    if args.db is not None:
+        with open(args.db, "rb") as fh:
+            head = fh.read(16)
+        if head and head != b"SQLite format 3\x00":   # sqlite3 would raise DatabaseError
+            raise ValueError(f"--db must name a SQLite file (experiments.trainability's), got "
+                             f"{args.db}")
 
 
 class _Refused(SystemExit):
