@@ -15,9 +15,12 @@ from .maps import SIGMA_B2, SIGMA_W2, chunk_slices, params, per_chunk
 from .noise import make_noise
 from .validation import choice, finite_array, integer, real
 
-__all__ = ["critical_sigma_w2", "PairTable", "PhaseDiagram", "phase_diagram"]
+__all__ = ["critical_sigma_w2", "PairTable", "PairTableCost", "PhaseDiagram", "phase_diagram"]
 
 SIGMA_W2_MAX = 1e6
+# pair integrals per grid point that solving c* directly takes (safeguarded Newton at two
+# accuracies and chi_c; measured 7.3 for tanh): a table costing more than half of that is not built
+DIRECT_PAIRS = 7
 
 
 def critical_sigma_w2(activation, sigma_b2, keep=None, *, noise="dropout", drop=None, tol=1e-13,
@@ -167,6 +170,10 @@ def _critical(p, tol, on_missing):
     return result
 
 
+class PairTableCost(RuntimeError):
+    """A :class:`PairTable` would need more pair integrals than allowed to converge."""
+
+
 class PairTable:
     """Chebyshev interpolant of the pair moments K(q, c) and Kd(q, c) on [q_lo, q_hi] x [0, 1].
 
@@ -174,17 +181,27 @@ class PairTable:
     Chebyshev points in (log q, c); the grid is refined until the last coefficients in each
     direction fall below ``tol``. Both functions are analytic in log q and c < 1 and the
     coefficients decay geometrically (measured: 32 x 64 points reach ~1e-13 for tanh on
-    q in [1e-3, 5]). ``noise`` (a layer with scalar parameters) supplies the pair moments;
-    default: the activation's own kernels (gbar = phi).
+    q in [1e-3, 5]; near c = 1 at large q, where tanh's K bends sharply, the grid grows to
+    n_max). ``noise`` (a layer with scalar parameters) supplies the pair moments; default: the
+    activation's own kernels (gbar = phi).
+
+    Raises :class:`PairTableCost` if convergence would need more than ``max_pairs`` pair
+    integrals in all, or a grid beyond ``n_max`` x ``n_max``. ``pairs`` is the number spent.
     """
 
-    def __init__(self, act, q_lo, q_hi, tol=1e-11, n_q=32, n_c=48, n_max=128, noise=None):
+    def __init__(self, act, q_lo, q_hi, tol=1e-11, n_q=32, n_c=48, n_max=128, noise=None,
+                 max_pairs=np.inf):
         self.act = act
         self._pair = (lambda q, c, keys, rtol=RTOL: kernels.pair(act, keys, q, c, rtol)) \
             if noise is None else \
             (lambda q, c, keys, rtol=RTOL: noise.scalar().pair_moments(act, q, c, keys, rtol))
         self.lo, self.hi = np.log(q_lo), np.log(max(q_hi, q_lo * 1.0001))
+        self.pairs = 0
         while True:
+            self.pairs += n_q * (n_c + 1)
+            if self.pairs > max_pairs:
+                raise PairTableCost(f"pair table for {act.name}: a {n_q} x {n_c} grid would bring the "
+                                    f"pair integrals to {self.pairs} > {max_pairs:g}")
             self.coef = self._fit(n_q, n_c)
             tails = [np.abs(c[-2:, :]).max() / np.abs(c).max() for c in self.coef]
             tails += [np.abs(c[-2:]).max() / np.abs(c).max() for c in self.norm]
@@ -192,7 +209,8 @@ class PairTable:
             if max(tails) <= tol and max(tails_c) <= tol:
                 break
             if n_q >= n_max and n_c >= n_max:
-                raise RuntimeError(f"pair table for {act.name} did not converge (tails {tails}, {tails_c})")
+                raise PairTableCost(f"pair table for {act.name} did not converge on {n_max} x {n_max} "
+                                    f"points (tails {tails}, {tails_c})")
             if max(tails) > tol:
                 n_q = min(3 * n_q // 2, n_max)
             if max(tails_c) > tol:
@@ -245,7 +263,8 @@ class PhaseDiagram:
     """Mean-field results on a (sigma_b^2, sigma_w^2) grid (rows: sigma_b^2) and the critical line.
 
     ``critical_sigma_w2`` is NaN for the sigma_b^2 without a critical line (``has_critical_line``
-    False; e.g. Sparseout with s <= 1, where chi_1 = inf). ``table_check``: largest |c*| and
+    False; e.g. Sparseout with s <= 1, where chi_1 = inf). ``table_pairs``: pair integrals spent
+    on a :class:`PairTable` (0: every c* solved directly); ``table_check``: largest |c*| and
     relative chi_c deviation between the tabulated pair integrals and direct quadrature at a
     random sample of grid points (zeros when no table used).
     """
@@ -255,6 +274,7 @@ class PhaseDiagram:
     result: MeanFieldResult
     critical_sigma_w2: np.ndarray
     table_check: tuple = (0.0, 0.0)
+    table_pairs: int = 0
 
     @property
     def has_critical_line(self):
@@ -268,8 +288,11 @@ def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout",
     critical line sigma_w2(sigma_b2) where chi_1 = 1.
 
     q* and the slopes chi_1, chi_q come from direct quadrature. For activations without
-    closed-form pair integrals, c* and chi_c use a :class:`PairTable` unless ``exact=True``;
-    ``n_check`` random points are then recomputed directly and the deviation is reported in
+    closed-form pair integrals, c* and chi_c use a :class:`PairTable` unless ``exact=True``, or
+    unless the table would cost more pair integrals than half of what solving every c* directly
+    takes (``DIRECT_PAIRS`` per point: small grids, and wide ones in q*, where the table grows to
+    128 x 128 points: 24 s against 0.8 s for 12 x 6 points of tanh with sigma_w^2 up to 50). With
+    a table, ``n_check`` random points are recomputed directly and the deviation is reported in
     ``table_check`` (an error is raised above 1e-9).
 
     Parameters
@@ -280,7 +303,7 @@ def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout",
     keep, drop, noise, **noise_params
         One noise layer with scalar parameters (as in :func:`meanfield.maps.params`).
     exact : bool
-        Direct quadrature for every c* instead of the table.
+        Direct quadrature for every c*, never the table.
     n_check, seed : int
         Number of table checks (>= 0) and the seed choosing their points.
 
@@ -311,12 +334,16 @@ def phase_diagram(activation, sigma_w2, sigma_b2, keep=None, *, noise="dropout",
     if not exact and finite.size and not {"K", "Kd"} <= set(p.act.closed):
         # tiny q* (cheap by quadrature, and a long way in log q) stays off the table
         qs = np.maximum(finite, Q_MIN)
-        table = PairTable(p.act, max(qs.min(), 1e-3 * qs.max()), qs.max(), noise=nz)
+        try:
+            table = PairTable(p.act, max(qs.min(), 1e-3 * qs.max()), qs.max(), noise=nz,
+                              max_pairs=finite.size * DIRECT_PAIRS / 2)
+        except PairTableCost:  # direct solving is cheaper here (and as accurate)
+            table = None
     res = analyze_params(p, on_missing="nan", pair=table, q=q)
     if table is not None and n_check:
         check = _check_table(p, res, n_check, seed)
     crit = critical_sigma_w2(p.act, sb, noise=nz, on_missing="nan")
-    return PhaseDiagram(sw, sb, res, crit, check)
+    return PhaseDiagram(sw, sb, res, crit, check, 0 if table is None else table.pairs)
 
 
 def _check_table(p, res, n_check, seed):

@@ -6,7 +6,7 @@ import pytest
 from scipy.special import gamma
 
 import meanfield as mf
-from meanfield.phase import critical_sigma_w2, phase_diagram
+from meanfield.phase import PairTable, PairTableCost, critical_sigma_w2, phase_diagram
 
 import _quadref as ref
 
@@ -208,7 +208,6 @@ def test_sparseout_superlinear_branch_has_no_finite_q_star():
 
 def test_pair_table_against_quadrature():
     from meanfield.kernels import pair as act_pair
-    from meanfield.phase import PairTable
     act = mf.get_activation("tanh")
     table = PairTable(act, 0.01, 3.0)
     rng = np.random.default_rng(1)
@@ -218,15 +217,30 @@ def test_pair_table_against_quadrature():
     # outside the tabulated range: quadrature
     K, = table(np.array([1e-4]), np.array([0.3]), ("K",))
     assert K[0] == pytest.approx(float(act_pair(act, ("K",), 1e-4, 0.3)[0]), rel=1e-13)
+    assert table.pairs == 32 * 49  # converged on its first grid
+    with pytest.raises(PairTableCost, match="pair integrals"):
+        PairTable(act, 0.01, 3.0, max_pairs=1000)
 
 
 def test_phase_diagram_table_equals_exact():
-    sw, sb = np.linspace(0.8, 3.5, 6), np.array([0.0, 0.05, 0.3])
+    # 32 x 16 points: a table (1568 pair integrals) costs less than direct solving (~7 per point)
+    sw, sb = np.linspace(0.8, 3.5, 32), np.linspace(0.0, 0.3, 16)
     fast = phase_diagram("tanh", sw, sb, 0.9)
     slow = phase_diagram("tanh", sw, sb, 0.9, exact=True)
+    assert fast.table_pairs > 0 and slow.table_pairs == 0
     np.testing.assert_allclose(fast.result.c_star, slow.result.c_star, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(fast.result.xi_c, slow.result.xi_c, rtol=1e-9)
     assert max(fast.table_check) < 1e-10
+
+
+def test_phase_diagram_skips_a_costly_table():
+    # few points, or q* over a wide range (a 128 x 128 table for sigma_w^2 up to 50): direct
+    for sw, sb in ((np.linspace(0.8, 3.5, 6), [0.0, 0.05, 0.3]),
+                   (np.linspace(0.5, 50.0, 12), np.linspace(0.0, 0.3, 6))):
+        pd = phase_diagram("tanh", sw, sb, 0.95)
+        assert pd.table_pairs == 0 and pd.table_check == (0.0, 0.0)
+        direct = mf.analyze("tanh", np.asarray(sw)[None, :], np.asarray(sb)[:, None], 0.95)
+        np.testing.assert_array_equal(pd.result.c_star, direct.c_star)
 
 
 def test_user_defined_activations():
