@@ -78,3 +78,25 @@ def test_exact_mask_average_by_hand():
     sparse = rho_ * A((x + x**0.5 * (1 / rho_ - 1)) * b) + (1 - rho_) * A((x - x**0.5) * b) - A(x * b)
     assert S.exact_mask_average(A, np.array([x]), np.array([b]), rho_) == pytest.approx(dropout, rel=1e-14)
     assert S.exact_mask_average(A, np.array([x]), np.array([b]), rho_, 1.0) == pytest.approx(sparse, rel=1e-14)
+
+
+@pytest.mark.parametrize("sw,rho_,s_", [(0.3, 0.95, 1.8), (1.5, 0.6, 1.8), (0.3, 0.6, 0.5), (1.5, 0.95, 0.5)])
+def test_fixed_point_check_at_the_corners_of_its_box(sw, rho_, s_):
+    # the check's box reaches q* = 2e-21 and 5e2 (q* was restricted to [1e-3, 1e3] while the
+    # core solved tiny q* only to an absolute tolerance); the core is relative at any size
+    import meanfield
+    res = meanfield.analyze("relu", sw, 0.0, rho_, noise="sparseout", s=s_)
+    assert float(res.q_star) == pytest.approx(S.fixed_point_numeric(sw, rho_, s_), rel=1e-12)
+    assert float(res.chi_q) == pytest.approx(S.fixed_point_slope_numeric(sw, s_), rel=1e-12)
+
+
+@pytest.mark.parametrize("s_", [1.001, 1.05, 1.15])
+def test_relu_chi_1_just_above_s_one(s_):
+    # left out of the derivation's check while the core raised ConvergenceError for s in (1, 1.2)
+    import meanfield
+    sw, sb, rho_ = 1.2, 0.1, 0.8
+    qs = S.relu_q_star_numeric(sw, sb, rho_, s_)
+    for backward, twin in (("true", S.relu_chi_1_true_numeric), ("code", S.relu_chi_1_code_numeric)):
+        res = meanfield.analyze("relu", sw, sb, rho_, noise="sparseout", s=s_, backward=backward)
+        assert float(res.q_star) == pytest.approx(qs, rel=1e-9)
+        assert float(res.chi_1) == pytest.approx(twin(sw, rho_, s_, qs), rel=1e-8)
