@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     seed = _seed(args.seed)
     if seed is None:
-        _usage_error(parser, f"--seed must be an integer >= 0, got {args.seed}")
+        shown = args.seed if args.seed.isprintable() else repr(args.seed)   # one line
+        _usage_error(parser, f"--seed must be an integer >= 0, got {shown}")
     args.seed = seed
     for mod in args.module or ():
         if mod not in MODULES:

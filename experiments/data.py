@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Dataset", "load_mnist", "load_cifar10", "load_dataset", "resolve_data_dir",
-           "DATASETS", "parse_args", "main"]
+           "DATASETS", "data_dir_arg", "parse_args", "main"]
 
 ENV_VAR = "MEANFIELD_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data")
@@ -127,7 +127,19 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """
     if data_dir is None:
         data_dir = os.environ.get(ENV_VAR) or DEFAULT_DATA_DIR
-    return Path(data_dir).expanduser()
+    return Path(os.path.expanduser(data_dir))   # '~nobody' stays as it is (Path.expanduser raises)
+
+
+def data_dir_arg(text: str) -> str:
+    """argparse type of ``--data-dir``: a usable path that is a folder if it exists (whether it
+    holds the data is the loaders' question, with their download hint)."""
+    from meanfield.cli.args import path_problem
+    folder = os.path.expanduser(text)
+    problem = path_problem(text) or (f"{text!r}, which is not a folder"
+                                     if os.path.exists(folder) and not os.path.isdir(folder) else None)
+    if problem:
+        raise argparse.ArgumentTypeError(f"expected a folder, got {problem}")
+    return text
 
 
 def _download_hint(name: str, root: Path) -> str:
@@ -436,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                     f"(--download). Data folder: --data-dir, else ${ENV_VAR}, else ./data.")
     p.add_argument("names", nargs="*", metavar="NAME", help=f"{' or '.join(DATASETS)} (default: both)")
     p.add_argument("--download", action="store_true", help="fetch missing files (network needed)")
-    p.add_argument("--data-dir", default=None, help="folder that holds (or will hold) mnist/ and cifar10/")
+    p.add_argument("--data-dir", type=data_dir_arg, default=None,
+                   help="folder that holds (or will hold) mnist/ and cifar10/")
     return p
 
 
@@ -450,10 +463,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         print(f"error: unknown data set(s) {bad}; valid names: {', '.join(DATASETS)}",
               file=sys.stderr)
         raise SystemExit(2)
-    if args.data_dir is not None:
-        folder = Path(args.data_dir).expanduser()
-        if not args.data_dir or "\0" in args.data_dir or (folder.exists() and not folder.is_dir()):
-            p.error(f"argument --data-dir: expected a folder, got {args.data_dir!r}")
     return args
 
 

@@ -297,6 +297,7 @@ def plot(summary: list[dict], path_stem: str | Path) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from experiments.data import data_dir_arg
     from experiments.runner import add_runner_arguments
     from meanfield.cli.args import creatable_path, integer
 
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     ap.add_argument("--db", type=creatable_path("file"), default=str(DEFAULT_DB),
                     help=f"SQLite results (default {DEFAULT_DB})")
-    ap.add_argument("--data-dir", default=None, help="folder containing mnist/ (default: "
+    ap.add_argument("--data-dir", type=data_dir_arg, default=None, help="folder containing mnist/ (default: "
                     "$MEANFIELD_DATA_DIR, else ./data)")
     ap.add_argument("--out", type=creatable_path("folder"), default=str(DEFAULT_OUT),
                     help=f"folder for the figure (default {DEFAULT_OUT})")

@@ -449,13 +449,17 @@ def _insert(store: Store, task: Task, rows) -> int:
     return store.insert_many(rows)
 
 
+MAX_WORKERS = 256   # worker processes one command line may start on this machine
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (worker processes), got {text!r}")
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (worker processes, at most "
+                                         f"{MAX_WORKERS}), got {text!r}")
     return value
 
 

@@ -622,13 +622,14 @@ def _boundary(ctx: _Context) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from meanfield.cli.args import creatable_path, device, integer
 
+    from .data import data_dir_arg
     from .runner import add_runner_arguments
     p = argparse.ArgumentParser(prog="python -m experiments.trainability", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--db", type=lambda text: Path(creatable_path("file")(text)), default=None,
                    help="SQLite results file (default results/trainability_<preset>.sqlite)")
-    p.add_argument("--data-dir", default=None, help="folder containing mnist/ and cifar10/ "
+    p.add_argument("--data-dir", type=data_dir_arg, default=None, help="folder containing mnist/ and cifar10/ "
                    "(default: $MEANFIELD_DATA_DIR, else ./data)")
     add_arguments(p)
     p.add_argument("--device", type=device(auto=True), default="auto",

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 import numpy as np
 
 from ..noise import NoiseLayer, make_noise, noise_class, registered_noises
 
 __all__ = ["MAX_GRID_POINTS", "parse_grid", "grid", "real", "integer", "output_path",
-           "creatable_path", "device", "cuda_problem", "add_noise_arguments", "noise_from_args",
-           "json_safe"]
+           "creatable_path", "path_problem", "device", "cuda_problem", "add_noise_arguments",
+           "noise_from_args", "json_safe"]
 
 MAX_GRID_POINTS = 1_000_000
 
@@ -188,8 +189,11 @@ def noise_from_args(args, parser: argparse.ArgumentParser) -> NoiseLayer:
     try:
         return make_noise(name, keep=args.keep if "keep" in names else None,
                           drop=args.drop if "keep" in names else None, **given)
-    except ValueError as err:
-        parser.error(str(err))
+    except ValueError as err:   # the layer refuses a value: name the flag that gave it
+        msg = str(err)
+        flag = next((p for p in given if re.match(rf"{p}\b", msg)), None)
+        parser.error(f"argument --{flag.replace('_', '-')}: {msg}" if flag else
+                     f"argument --noise {name}: {msg}")
 
 
 def json_safe(obj):
@@ -206,7 +210,7 @@ def json_safe(obj):
 NAME_MAX, PATH_MAX = 255, 4095   # bytes per path component and per path (Linux, macOS: less)
 
 
-def _path_problem(text: str) -> str | None:
+def path_problem(text: str) -> str | None:
     """Why ``text`` cannot name a path at all (empty, a NUL byte, a component too long), or None."""
     import os
     if not text:
@@ -225,7 +229,7 @@ def output_path(text: str) -> str:
     import os
     if text == "-":
         return text
-    problem = _path_problem(text)
+    problem = path_problem(text)
     if problem:
         raise argparse.ArgumentTypeError(f"expected a file path, got {problem}")
     folder = os.path.dirname(os.path.abspath(text))
@@ -251,7 +255,7 @@ def creatable_path(kind: str = "file"):
     import os
 
     def parse(text):
-        problem = _path_problem(text)
+        problem = path_problem(text)
         if problem:
             raise argparse.ArgumentTypeError(f"expected a {kind} path, got {problem}")
         path = os.path.abspath(os.path.expanduser(text))
