@@ -135,7 +135,9 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
         h = np.maximum(lo[todo] + np.minimum(lo[todo], Q_CAP), 1.0)  # 2 lo without overflow
         search = np.flatnonzero(h <= Q_CAP)
         while search.size:
-            above = F(h[search], todo[search]) >= 0
+            # F within rounding of 0 (|F| <= MARGINAL_RTOL q) is no upper bracket: at the
+            # marginal ReLU sigma_w^2 = 2 keep, F = sigma_b^2 rounds to 0 beyond q ~ 1e16 sigma_b^2
+            above = F(h[search], todo[search]) >= -MARGINAL_RTOL * h[search]
             grow = search[above]
             # Newton's bracket may span decades: its bisections are geometric
             h[grow] *= np.where(h[grow] < _SEARCH_FAST, 4.0, 1e8)

@@ -1,7 +1,7 @@
 """Bad input gives a clear error naming the parameter and its valid range."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import meanfield as mf
 
@@ -66,10 +66,22 @@ def test_unknown_activation(name):
 
 @fast
 @given(keep=st.floats(0.05, 1.0), excess=st.floats(0.0, 10.0), sb=st.floats(1e-3, 1.0))
+@example(keep=0.75, excess=0.0, sb=1.0)  # marginal: F = sigma_b^2 rounds to 0 beyond q ~ 1e16
+@example(keep=1.0, excess=0.0, sb=1e-3)
 def test_divergent_relu_q_map(keep, excess, sb):
     sw = 2 * keep + excess
     with pytest.raises(mf.NoFixedPointError, match="sigma_w2 < 2 keep"):
         mf.analyze("relu", sw, sb, keep)
+
+
+@pytest.mark.parametrize("gap", [1e-6, 1e-10, 1e-13])
+def test_near_marginal_relu_q_star(gap):
+    # q* = sigma_b^2 / (1 - sigma_w^2 / (2 keep)) in exact rational arithmetic on the float inputs;
+    # the huge q* (up to 1e13) must be found, not mistaken for the marginal divergence
+    from fractions import Fraction
+    sw = 1.5 * (1 - gap)
+    exact = float(1 / (1 - Fraction(sw) / Fraction(1.5)))
+    assert mf.analyze("relu", sw, 1.0, 0.75).q_star == pytest.approx(exact, rel=1e-15 / gap)
 
 
 @fast
