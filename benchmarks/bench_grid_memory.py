@@ -29,7 +29,10 @@ def main(argv=None):
     ap.add_argument("--points", type=int, default=30000)
     ap.add_argument("--activation", default="tanh")
     ap.add_argument("--what", choices=("analyze", "phase_diagram"), default="analyze")
+    ap.add_argument("--point-bytes", type=int, help="override meanfield.maps.POINT_BYTES (chunk size)")
     args = ap.parse_args(argv)
+    if args.point_bytes:
+        maps.POINT_BYTES = args.point_bytes
     n_sb = max(1, int(round(np.sqrt(args.points / 2))))
     n_sw = max(1, args.points // n_sb)
     sw, sb = np.linspace(0.5, 4.0, n_sw), np.linspace(0.0, 0.5, n_sb)
@@ -45,7 +48,8 @@ def main(argv=None):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     print(f"{args.what}({args.activation}) over {n_sb} x {n_sw} = {n_sb * n_sw} points: "
           f"wall {wall:.1f} s, cpu {cpu:.1f} s; peak traced {traced / 2**20:.1f} MiB, "
-          f"peak RSS {rss:.0f} MiB (MEMORY_CAP {maps.MEMORY_CAP / 2**20:.0f} MiB); "
+          f"peak RSS {rss:.0f} MiB (MEMORY_CAP {maps.MEMORY_CAP / 2**20:.0f} MiB, chunks of "
+          f"{maps.MEMORY_CAP // maps.POINT_BYTES} points); "
           f"{int(np.sum(res.has_fixed_point))} points with a fixed point")
 
 

@@ -24,15 +24,18 @@ SIGMA_W2 = "sigma_w2 (weight variance)"
 SIGMA_B2 = "sigma_b2 (bias variance)"
 
 # Parameter points are evaluated in chunks so that the quadrature work arrays of one call stay
-# under MEMORY_CAP bytes. POINT_BYTES bounds the peak per point of the costliest path (analyze:
-# the nested pair integrals of c*), measured with tracemalloc (tests/test_edges_grid.py).
+# under MEMORY_CAP bytes. POINT_BYTES bounds the peak's growth per point of the costliest path
+# (Sparseout's pair sources with s < 1: 1.5 MiB per point over 256 points, 2.3 over 4 to 12;
+# hard tanh 0.4; tanh, GELU, SiLU < 0.1), measured with tracemalloc by
+# benchmarks/bench_point_bytes.py and tests/test_edges_grid.py.
 MEMORY_CAP = 256 * 2**20
-POINT_BYTES = 8 * 2**20
+POINT_BYTES = 3 * 2**20
 
 
-def chunk_slices(n: int, point_bytes: int = POINT_BYTES):
-    """Slices cutting n points into chunks of at most MEMORY_CAP // point_bytes (>= 1) points."""
-    step = max(1, MEMORY_CAP // point_bytes)
+def chunk_slices(n: int, point_bytes: int | None = None):
+    """Slices cutting n points into chunks of at most MEMORY_CAP // point_bytes (>= 1) points
+    (point_bytes defaults to POINT_BYTES, read at call time)."""
+    step = max(1, int(MEMORY_CAP // (POINT_BYTES if point_bytes is None else point_bytes)))
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
