@@ -143,7 +143,7 @@ def gradient_metrics(activation, sigma_w2, sigma_b2, keep=None, depth=50, *, noi
 
     References
     ----------
-    Huang et al. 2019 §4 (linear closed forms, eqs. 14-15); docs/THEORY.md §4.
+    Huang et al. 2019 (gradient backpropagation without GIA; linear closed forms); docs/THEORY.md §4.
     """
     choice("method", method, METHODS)
     choice("loss", loss, LOSSES)

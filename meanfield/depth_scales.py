@@ -45,7 +45,7 @@ def depth_scale(chi):
 
     References
     ----------
-    Schoenholz et al. 2017 eqs. (7), (9); docs/THEORY.md §3.
+    Schoenholz et al. 2017 (the depth scales xi_q, xi_c); docs/THEORY.md §3.
     """
     return _xi(checked("chi (slope of a forward map at its fixed point)", chi, "lie in [-1, 1]",
                        lambda a: np.abs(a) <= 1))

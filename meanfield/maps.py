@@ -181,7 +181,8 @@ def q_map(q, activation, sigma_w2, sigma_b2, keep=None, **kw):
 
     References
     ----------
-    docs/THEORY.md §3; Schoenholz et al. 2017 eq. (3); Huang et al. 2019 eq. (5).
+    docs/THEORY.md §3; Schoenholz et al. 2017 (the variance and correlation maps); Huang et al.
+    2019 (the maps with dropout).
     """
     p = params(activation, sigma_w2, sigma_b2, keep, **kw)
     return per_chunk(_q_map, p, check_q(q))
