@@ -442,11 +442,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from meanfield.cli.args import one_of
+
     p = argparse.ArgumentParser(
         prog="python -m experiments.data",
         description="Check the data sets (default) or download the missing official files "
                     f"(--download). Data folder: --data-dir, else ${ENV_VAR}, else ./data.")
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"{' or '.join(DATASETS)} (default: both)")
+    p.add_argument("names", nargs="*", metavar="NAME", type=one_of(DATASETS, "data set"),
+                   help=f"{' or '.join(DATASETS)} (default: both)")
     p.add_argument("--download", action="store_true", help="fetch missing files (network needed)")
     p.add_argument("--data-dir", type=data_dir_arg, default=None,
                    help="folder that holds (or will hold) mnist/ and cifar10/")
@@ -456,14 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     """The validated flags of ``main``, checked before any file is read (bad input: an
     ``error:`` line naming the argument, exit status 2 as ``SystemExit``)."""
-    p = build_parser()
-    args = p.parse_args(argv)
-    bad = [n for n in args.names if n not in DATASETS]
-    if bad:
-        print(f"error: unknown data set(s) {bad}; valid names: {', '.join(DATASETS)}",
-              file=sys.stderr)
-        raise SystemExit(2)
-    return args
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

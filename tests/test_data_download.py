@@ -70,7 +70,7 @@ def test_download_skips_a_mirror_serving_wrong_files(tmp_path, monkeypatch):
 
 def test_command_line_errors(tmp_path, capsys):
     assert data.main(["svhn"]) == 2
-    assert capsys.readouterr().err.startswith("error: unknown data set(s) ['svhn']")
+    assert "error: argument NAME: unknown data set 'svhn'; valid names: mnist, cifar10" in capsys.readouterr().err
     assert data.main(["--data-dir", str(tmp_path), "cifar10"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: CIFAR-10 not found") and f"--download --data-dir {tmp_path} cifar10" in err

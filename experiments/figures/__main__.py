@@ -7,10 +7,9 @@ recomputes only what it affects. ``--quick`` uses small sizes (CI, a few minutes
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from meanfield.cli.args import creatable_path, integer
+from meanfield.cli.args import creatable_path, integer, one_of
 
 from . import DEFAULT_CACHE, DEFAULT_OUT, FIGURES, render_all
 
@@ -18,8 +17,8 @@ from . import DEFAULT_CACHE, DEFAULT_OUT, FIGURES, render_all
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m experiments.figures", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="*", metavar="NAME", help="figures to render (default: all); "
-                   "see --list")
+    p.add_argument("names", nargs="*", metavar="NAME", type=one_of(FIGURES, "figure"),
+                   help="figures to render (default: all); see --list")
     p.add_argument("--quick", action="store_true", help="small sizes (CI smoke run, minutes)")
     p.add_argument("--out", type=lambda text: Path(creatable_path("folder")(text)), default=DEFAULT_OUT,
                    help="output folder (default ./figures in the working directory)")
@@ -35,13 +34,7 @@ def build_parser():
 def parse_args(argv=None):
     """The validated flags; every check happens here, before torch or matplotlib is imported (bad
     input: an ``error:`` line naming the flag, exit status 2 as ``SystemExit``)."""
-    args = build_parser().parse_args(argv)
-    bad = [n for n in args.names if n not in FIGURES]
-    if bad:
-        print(f"error: unknown figure name(s) {bad}; valid names: {', '.join(FIGURES)}",
-              file=sys.stderr)
-        raise SystemExit(2)
-    return args
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

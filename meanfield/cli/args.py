@@ -15,8 +15,8 @@ import numpy as np
 from ..noise import NoiseLayer, make_noise, noise_class, registered_noises
 
 __all__ = ["MAX_GRID_POINTS", "parse_grid", "grid", "real", "integer", "output_path",
-           "creatable_path", "path_problem", "device", "cuda_problem", "add_noise_arguments",
-           "noise_from_args", "json_safe"]
+           "creatable_path", "path_problem", "one_of", "device", "cuda_problem", "add_noise_arguments",
+           "noise_from_args", "json_safe", "run_main"]
 
 MAX_GRID_POINTS = 1_000_000
 
@@ -111,6 +111,17 @@ def integer(lo=0, hi=None):
             rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise argparse.ArgumentTypeError(f"must be an integer {rng}, got {text!r}")
         return v
+    return parse
+
+
+def one_of(valid, what: str):
+    """argparse type: a name among ``valid`` (a registry's keys), else ``unknown <what> 'x'; valid
+    names: ...`` (for positional NAME lists, where argparse's ``choices`` would print the list of
+    a large registry in the usage line)."""
+    def parse(text):
+        if text not in valid:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; valid names: {', '.join(valid)}")
+        return text
     return parse
 
 
@@ -274,3 +285,16 @@ def creatable_path(kind: str = "file"):
             raise argparse.ArgumentTypeError(f"{text!r} cannot be created: {parent!r} is not writable")
         return text
     return parse
+
+
+def run_main(main) -> None:
+    """``sys.exit(main())`` for a ``__main__`` module; a closed stdout (``... | head``: the reader
+    left) ends quietly with status 0 instead of a BrokenPipeError traceback."""
+    import os
+    import sys
+
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
