@@ -40,8 +40,8 @@ def main():
     x = rng.random((2000, 784), dtype=np.float32)
     y = rng.integers(0, 10, 2000).astype(np.int64)
     data = Dataset("synthetic", x, y, x[:200], y[:200])
-    tcfg = TrainConfig(optimizer=a.optimizer, lr=1e-3 if a.optimizer == "rmsprop" else 0.01, batch_size=a.batch, steps=a.steps,
-                       eval_size=200, test_size=200)
+    tcfg = TrainConfig(optimizer=a.optimizer, lr=1e-3 if a.optimizer == "rmsprop" else 0.01, batch_size=a.batch,
+                       steps=a.steps, eval_size=200, test_size=200)
     sig = np.linspace(1.0, 4.0, a.members)
     cfgs = [NetConfig(784, a.width, a.depth, sigma_w2=float(s), noise=Dropout(keep=0.98)) for s in sig]
     seeds = list(range(a.members))

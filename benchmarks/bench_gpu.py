@@ -12,7 +12,8 @@ forward and backward passes: 6 x batch x weights per network-step; element-wise 
 the optimiser are not counted, so the fraction is of useful matmul work). The peak is the best of
 repeated N x N matrix products in the same precision on the same device (N = 8192 on CUDA, 2048
 on CPU). On CPU both are timed in this process's CPU time (robust to other jobs on a shared
-machine; use one thread, or the spin-waiting of idle threads counts too), on CUDA in wall time. Training time comes from ``experiments.trainability.measure_flops`` (k steps timed as the
+machine; use one thread, or the spin-waiting of idle threads counts too), on CUDA in wall time.
+Training time comes from ``experiments.trainability.measure_flops`` (k steps timed as the
 difference of a (k+1)-step and a 1-step run, so set-up and evaluation cancel). On CPU the default
 is 4 networks (31 at width 400 and batch 1000 hold ~10 GB of activations); the FLOP rate per
 network barely depends on the ensemble size there, the fraction of peak is what the run reports.

@@ -88,8 +88,8 @@ def main(argv=None):
         total += dt
         total_cpu += dc
         z = (res.mean("g_aa") - closed_form_gaa(keep, depth)) / res.sem("g_aa")
-        print(f"  keep={keep:.1f} (drop={1 - keep:.1f}): batched {dt:7.2f} s wall, {dc:7.2f} s CPU;  max |z| vs closed form "
-              f"over {depth} layers = {np.max(np.abs(z)):.2f}")
+        print(f"  keep={keep:.1f} (drop={1 - keep:.1f}): batched {dt:7.2f} s wall, {dc:7.2f} s CPU;  "
+              f"max |z| vs closed form over {depth} layers = {np.max(np.abs(z)):.2f}")
     print(f"batched total for {len(a.keeps)} keep values: {total:.1f} s wall, {total_cpu:.1f} s CPU; "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 

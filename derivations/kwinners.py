@@ -1,9 +1,9 @@
 """k-winners-take-all layers at large width (Ahmad and Scheinkman 2019; THEORY §7).
 
 Assumptions: no boosting (as at initialisation); at large width n keeping the f n largest
-pre-activations (f: fraction of winners) is a threshold at tau sqrt(q) with tau = Phi^{-1}(1 - f), keeping the value itself
-(g(z) = z 1(z > tau sqrt(q))); the backward pass is the winner mask, the threshold's dependence on
-the layer being neglected (exact at infinite width). f = 1/2 is ReLU.
+pre-activations (f: fraction of winners) is a threshold at tau sqrt(q) with tau = Phi^{-1}(1 - f),
+keeping the value itself (g(z) = z 1(z > tau sqrt(q))); the backward pass is the winner mask,
+the threshold's dependence on the layer being neglected (exact at infinite width). f = 1/2 is ReLU.
 
 Derived by sympy: tau by ``solve`` of 1 - Phi(tau) = f (giving erfinv), G(f) = E[z^2 1(z > tau)]
 by integration (the survival function replaced by f), the forward-critical sigma_w2 by ``solve``,

@@ -61,7 +61,8 @@ def kappa(exponent=s) -> sp.Expr:
 
 @cached
 def relu_q_map() -> sp.Expr:
-    """ReLU variance map q -> sigma_w2 E[phi^2 + r |phi|^s] + sigma_b2 = sigma_w2 (q/2 + r kappa_s q^(s/2)) + sigma_b2."""
+    ("ReLU variance map q -> sigma_w2 E[phi^2 + r |phi|^s] + sigma_b2 "
+     "= sigma_w2 (q/2 + r kappa_s q^(s/2)) + sigma_b2.")  # one docstring line: the derivation listing shows it
     second = E_mask(noisy() ** 2)  # E[a~^2 | a] for a > 0; a~ = 0 where phi = 0
     per_z = second.subs(a, sp.sqrt(q) * z)
     return sp.simplify(sigma_w2 * E_gauss(sp.expand(sp.powsimp(sp.expand(per_z), force=True)), z, 0, sp.oo)
@@ -143,7 +144,8 @@ def glm_penalty(n: int = 3) -> sp.Expr:
 
 @cached
 def dropout_regulariser(n: int = 3) -> sp.Expr:
-    """Wager et al. (2013) dropout regulariser derived the same way from x~ = x m / rho: (r/2) A'' sum beta_j^2 x_j^2."""
+    ("Wager et al. (2013) dropout regulariser derived the same way from x~ = x m / rho: "
+     "(r/2) A'' sum beta_j^2 x_j^2.")  # one docstring line: the derivation listing shows it
     return _penalty_by_series(lambda x_: x_ * m / rho, n)
 
 

@@ -215,7 +215,8 @@ def solve_c_star(p: Params, q, chi1, pair=None):
     toolkit's :func:`~meanfield.maps.c_map`, c -> E[gbar(u1) gbar(u2)] / E[g^2] (normalised by
     the mapped variance, which is no longer q*): for a smooth phi with phi(0) = 0 != phi'(0) it
     is linear, c -> gbar'(0)^2 c / (dE[g^2]/dq at 0) (dropout: c -> keep c, so c* = 0; without
-    noise the identity, c* = 1); for ReLU it is q-independent, keep times the arc-cosine map. There chi_c (the GIA pair-gradient factor sigma_w^2 E[gbar'(u1) gbar'(u2)],
+    noise the identity, c* = 1); for ReLU it is q-independent, keep times the arc-cosine map.
+    There chi_c (the GIA pair-gradient factor sigma_w^2 E[gbar'(u1) gbar'(u2)],
     still evaluated at (q -> 0, c*)) and the slope of that c-map differ; both are returned.
     Where q* > 0 they are equal.
 

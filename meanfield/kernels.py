@@ -148,7 +148,8 @@ def moments(act: Activation, keys, q):
     dA2 = E[phi'^2 + phi phi''] cancels at large q (O(q^-1.5) from O(q^-0.5) terms for a bounded
     phi), and Stein's form E[phi^2 (x^2/q - 1)/(2q)] at small q unless phi(0) = 0 (O(1) from
     O(1/q) terms). So: where the Gaussian reaches past the activation's structure
-    (:func:`reaches_tails`), Stein's form of phi^2 minus its asymptote's square (whose slope is known in closed form; the integrand then
+    (:func:`reaches_tails`), Stein's form of phi^2 minus its asymptote's square
+    (whose slope is known in closed form; the integrand then
     decays outside the width); elsewhere Stein's form of phi^2 if phi(0) = 0 or phi has kinks
     (phi'' would miss their delta functions), else phi'^2 + phi phi''. phi, phi' and phi'' are
     evaluated once per node for all keys.

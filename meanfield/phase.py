@@ -133,7 +133,8 @@ def _critical(p, tol, on_missing):
         desc = point.spec() if point.shape == () else p.noise.name
         raise ValueError(
             f"no critical line chi_1 = 1 for activation={p.act.name!r}, noise={desc}, "
-            f"sigma_b2={sb[i]:g}: chi_1 {'>= 1 as sigma_w2 -> 0' if f_lo[i] >= 0 else f'< 1 up to sigma_w2 = {SIGMA_W2_MAX:g}'}"
+            f"sigma_b2={sb[i]:g}: chi_1 "
+            f"{'>= 1 as sigma_w2 -> 0' if f_lo[i] >= 0 else f'< 1 up to sigma_w2 = {SIGMA_W2_MAX:g}'}"
             f"{' (chi_1 = inf: Sparseout with s <= 1)' if np.isinf(f_lo[i]) and f_lo[i] > 0 else ''}"
             f"; {int(none.sum())} point(s) affected. Pass on_missing='nan' to mark them NaN.")
     side = np.zeros(n)

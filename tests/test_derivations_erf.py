@@ -13,12 +13,14 @@ from derivations.symbols import c, q, rho, sigma_w2
 def _pair(fn, qq, cc):
     pdf = lambda x: np.exp(-x * x / 2) / np.sqrt(2 * np.pi)  # noqa: E731
     s = np.sqrt(1 - cc * cc)
-    val, _ = integrate.dblquad(lambda z2, z1: fn(np.sqrt(qq) * z1, np.sqrt(qq) * (cc * z1 + s * z2)) * pdf(z1) * pdf(z2),
-                               -12, 12, -12, 12, epsabs=1e-13, epsrel=1e-11)
+    val, _ = integrate.dblquad(
+        lambda z2, z1: fn(np.sqrt(qq) * z1, np.sqrt(qq) * (cc * z1 + s * z2)) * pdf(z1) * pdf(z2),
+        -12, 12, -12, 12, epsabs=1e-13, epsrel=1e-11)
     return val
 
 
-@pytest.mark.parametrize("a_val,qq,cc", [(np.sqrt(np.pi) / 2, 1.0, 0.4), (np.sqrt(np.pi) / 2, 2.3, -0.8), (0.7, 0.5, 0.9)])
+@pytest.mark.parametrize("a_val,qq,cc", [(np.sqrt(np.pi) / 2, 1.0, 0.4), (np.sqrt(np.pi) / 2, 2.3, -0.8),
+                                         (0.7, 0.5, 0.9)])
 def test_kernels_vs_dblquad(a_val, qq, cc):
     K = sp.lambdify([q, c], E.kernel(sp.Float(a_val)))
     dK = sp.lambdify([q, c], E.derivative_kernel(sp.Float(a_val)))
@@ -40,8 +42,8 @@ def test_q_star_vs_iteration_with_quadrature():
     pdf = lambda z: np.exp(-z * z / 2) / np.sqrt(2 * np.pi)  # noqa: E731
     qq = 1.0
     for _ in range(200):
-        m2, _ = integrate.quad(lambda z: special.erf(np.sqrt(np.pi) / 2 * np.sqrt(qq) * z) ** 2 * pdf(z), -np.inf, np.inf,
-                               epsabs=1e-14, epsrel=1e-13)
+        m2, _ = integrate.quad(lambda z: special.erf(np.sqrt(np.pi) / 2 * np.sqrt(qq) * z) ** 2 * pdf(z),
+                               -np.inf, np.inf, epsabs=1e-14, epsrel=1e-13)
         qq = sw / rho_ * m2 + sb
     assert E.q_star_numeric(sw, sb, rho_) == pytest.approx(qq, rel=1e-9)
 

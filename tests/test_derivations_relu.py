@@ -31,7 +31,8 @@ def _pair_expectation(fn, qq, cc):
 @pytest.mark.parametrize("qq,cc", [(1.0, 0.3), (2.5, -0.7), (0.4, 0.95)])
 def test_kernel_and_orthant_probability_vs_dblquad(qq, cc):
     relu = lambda x: np.maximum(x, 0.0)  # noqa: E731
-    assert R.kernel_numeric(qq, cc) == pytest.approx(_pair_expectation(lambda a, b: relu(a) * relu(b), qq, cc), rel=1e-7)
+    assert R.kernel_numeric(qq, cc) == pytest.approx(_pair_expectation(lambda a, b: relu(a) * relu(b), qq, cc),
+                                                     rel=1e-7)
     step = lambda a, b: (a > 0) * (b > 0)  # noqa: E731
     assert R.orthant_probability_numeric(cc) == pytest.approx(_pair_expectation(step, qq, cc), rel=1e-7)
 

@@ -25,7 +25,8 @@ def test_symbolic_forms_of_theory_section_6():
     assert sp.simplify(S.fixed_point_w() - sigma_w2 * r * kap / (1 - sigma_w2 / 2)) == 0
     assert sp.simplify(S.stability_condition() - (s - 2) * (2 - sigma_w2) / 4) == 0
     chi_true = S.relu_chi_1("true").args[0][0]
-    assert sp.simplify(chi_true - sigma_w2 * (sp.Rational(1, 2) + (s / 2) ** 2 * r * S.kappa(s - 2) * q ** ((s - 2) / 2))) == 0
+    assert sp.simplify(chi_true - sigma_w2 * (
+        sp.Rational(1, 2) + (s / 2) ** 2 * r * S.kappa(s - 2) * q ** ((s - 2) / 2))) == 0
     assert S.relu_chi_1("code").subs(s, sp.Rational(1, 2)) == sp.oo
     with pytest.raises(ValueError, match="backward"):
         S.relu_chi_1("reference")
@@ -35,10 +36,12 @@ def test_relu_map_and_chi_1_vs_quad():
     sw, sb, rho_, s_, qq = 1.2, 0.1, 0.7, 1.5, 0.8
     rr = (1 - rho_) / rho_
     pdf = lambda z: np.exp(-z * z / 2) / np.sqrt(2 * np.pi)  # noqa: E731
-    m2, _ = integrate.quad(lambda z: ((np.sqrt(qq) * z) ** 2 + rr * (np.sqrt(qq) * z) ** s_) * pdf(z), 0, np.inf, epsabs=1e-14)
+    m2, _ = integrate.quad(lambda z: ((np.sqrt(qq) * z) ** 2 + rr * (np.sqrt(qq) * z) ** s_) * pdf(z), 0, np.inf,
+                           epsabs=1e-14)
     assert S.relu_q_map_numeric(sw, sb, rho_, s_, qq) == pytest.approx(sw * m2 + sb, rel=1e-10)
     for cs, twin in [(s_ / 2, S.relu_chi_1_true_numeric), (1.0, S.relu_chi_1_code_numeric)]:
-        d2, _ = integrate.quad(lambda z: (1 + cs**2 * rr * (np.sqrt(qq) * z) ** (s_ - 2)) * pdf(z), 0, np.inf, epsabs=1e-13, limit=200)
+        d2, _ = integrate.quad(lambda z: (1 + cs**2 * rr * (np.sqrt(qq) * z) ** (s_ - 2)) * pdf(z), 0, np.inf,
+                               epsabs=1e-13, limit=200)
         assert twin(sw, rho_, s_, qq) == pytest.approx(sw * d2, rel=1e-8)
 
 

@@ -126,7 +126,8 @@ def test_error_quotes_the_offending_element():
 
 
 def test_depth_scales_name_their_argument():
-    with pytest.raises(ValueError, match=r"chi \(slope of a forward map at its fixed point\) must lie in \[-1, 1\], got 2\.0"):
+    with pytest.raises(ValueError,
+                       match=r"chi \(slope of a forward map at its fixed point\) must lie in \[-1, 1\], got 2\.0"):
         mf.depth_scale(2.0)
     with pytest.raises(ValueError, match=r"chi .* got -1\.5"):
         mf.depth_scale(-1.5)

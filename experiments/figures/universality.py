@@ -87,7 +87,8 @@ def _render(ctx, metric, symbol):
         ax.legend(title="exponent: sim. / data", loc="upper left", title_fontsize=7)
     axes[0, 0].set_ylabel(f"variance $V$ of {symbol}")
     from matplotlib.lines import Line2D
-    hs = [Line2D([], [], color="k", marker="o", ls="none", ms=3.5, label=f"simulation (layers 1, 11, ..., of L = {sz['depth']})"),
+    hs = [Line2D([], [], color="k", marker="o", ls="none", ms=3.5,
+                 label=f"simulation (layers 1, 11, ..., of L = {sz['depth']})"),
           Line2D([], [], color="k", lw=1.0, label="fit $\\ln V = a \\ln m + b$ to simulation"),
           Line2D([], [], color="k", marker="D", mfc="none", ls="none", ms=3.5, label="Huang et al. 2019 data")]
     fig.legend(handles=hs, loc="outside lower center", ncol=3)

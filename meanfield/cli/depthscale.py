@@ -89,7 +89,8 @@ def main(argv=None) -> int:
 
     keep = float(np.asarray(getattr(noise, "keep", 1.0)))
     params = {k: v for k, v in noise.param_values().items() if k != "keep"}
-    desc = noise.name + (f" ({', '.join(f'{k} = {v:g}' if not isinstance(v, str) else f'{k} = {v}' for k, v in params.items())})"
+    desc = noise.name + (" (" + ", ".join(f"{k} = {v:g}" if not isinstance(v, str) else f"{k} = {v}"
+                                          for k, v in params.items()) + ")"
                          if params else "")
     print(f"# activation = {args.activation}, noise = {desc}, keep (rho) = {keep:g}, "
           f"drop (rate) = {1 - keep:g}, sigma_b^2 = {args.sigma_b2:g}")
