@@ -120,7 +120,12 @@ def tail_power(act, p):
     """
     (al, bl), (ar, br) = act.tails
     even = p % 2 == 0
-    kappa = 2 ** (p / 2 - 1) * math.gamma((p + 1) / 2) / math.sqrt(math.pi)
+    try:
+        kappa = 2 ** (p / 2 - 1) * math.gamma((p + 1) / 2) / math.sqrt(math.pi)
+    except OverflowError:  # p > ~342: the slope |b|^p kappa_p (p/2) q^(p/2-1) in logs
+        kappa = None
+        log_c = (p / 2 - 1) * math.log(2) + math.lgamma((p + 1) / 2) - 0.5 * math.log(math.pi) \
+            + math.log(p / 2)
 
     def side(a, b):  # d/dq of the half-moment on x > 0
         if p == 2:
@@ -128,7 +133,12 @@ def tail_power(act, p):
         if b == 0:
             return lambda q: np.zeros(np.shape(q))
         if a == 0:
-            return lambda q: abs(b) ** p * kappa * (p / 2) * np.asarray(q, float) ** (p / 2 - 1)
+            if kappa is not None:
+                return lambda q: abs(b) ** p * kappa * (p / 2) * np.asarray(q, float) ** (p / 2 - 1)
+            def big(q):
+                with np.errstate(over="ignore"):  # inf where the slope is beyond the float range
+                    return np.exp(log_c + p * math.log(abs(b)) + (p / 2 - 1) * np.log(np.asarray(q, float)))
+            return big
         return None
     left, right = side(al, -bl), side(ar, br)
     if left is None or right is None:

@@ -283,7 +283,8 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=None, *, width, dept
     seed : int
     device : str
     max_bytes : int
-        Realisations run in batches whose stored tensors stay below this.
+        Realisations run in batches whose stored tensors stay below this; one realisation
+        larger than it is refused.
     progress : bool
         tqdm progress bar over batches.
 
@@ -294,7 +295,8 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=None, *, width, dept
     Raises
     ------
     ValueError
-        Naming the invalid argument and its range.
+        Naming the invalid argument and its range, or width and depth when one realisation
+        would store more than ``max_bytes``.
 
     References
     ----------
@@ -331,7 +333,11 @@ def simulate_gradients(activation, sigma_w2, sigma_b2, keep=None, *, width, dept
         per_real = 8 * (depth * n * n * (2 if gia else 1) + 12 * depth * n)
     else:
         per_real = 8 * 16 * depth * n
-    chunk = int(max(1, min(rtot, max_bytes // per_real)))
+    if per_real > max_bytes:  # batches hold whole realisations: one alone must fit
+        raise ValueError(f"one realisation of width {n} and depth {depth} stores {per_real / 2**30:.3g} "
+                         f"GiB, over max_bytes = {max_bytes / 2**30:.3g} GiB: reduce width or depth "
+                         "(or raise max_bytes)")
+    chunk = int(min(rtot, max_bytes // per_real))
     starts = list(range(0, rtot, chunk))
     seeds = np.random.SeedSequence(seed).generate_state(len(starts), dtype=np.uint64)
     linear = _ProjectedLinear.apply if engine == "projected" else _dense_linear

@@ -187,3 +187,29 @@ def test_second_moment_slope_at_huge_q_of_unbounded_activations(name):
     exact = sides * (0.5 + r * kappa(s) * s / 2 * q ** (s / 2 - 1))
     got = float(mf.make_noise("sparseout", keep=keep, s=s).second_moment_slope(mf.get_activation(name), q))
     assert got == pytest.approx(exact, rel=1e-13)
+
+
+@pytest.mark.parametrize("p", [0.7, 50.0, 400.0, 1000.0])
+def test_tail_power_slope_at_large_exponents(p):
+    # d/dq E[relu(x)^p] = (p/2) 2^(p/2-1) Gamma((p+1)/2) / sqrt(pi) q^(p/2-1) in mpmath; Gamma
+    # overflows a float past p ~ 342 (the slope must then come from logs, inf where it is too big)
+    from meanfield import kernels
+    from meanfield.activations import get_activation
+    _, slope, _ = kernels.tail_power(get_activation("relu"), p)
+    for q in (1e-3, 0.01, 0.3, 2.0):
+        mp_p = mp.mpf(p)
+        exact = mp_p / 2 * mp.mpf(2) ** (mp_p / 2 - 1) * mp.gamma((mp_p + 1) / 2) / mp.sqrt(mp.pi) \
+            * mp.mpf(q) ** (mp_p / 2 - 1)
+        got = float(slope(np.array([q]))[0])
+        if exact > mp.mpf(np.finfo(float).max):
+            assert got == math.inf
+        else:
+            assert got == pytest.approx(float(exact), rel=1e-15 if p < 342 else 1e-12)
+
+
+def test_tanh_sparseout_with_a_huge_exponent():
+    # a bounded phi's tails are flat (b = 0): Gamma((s+1)/2) (an OverflowError past s ~ 342 once)
+    # must not enter; chi_1 is finite and continuous in s there (|phi|^s -> 0 where |phi| < 1)
+    chi = [float(mf.analyze("tanh", 1.5, 0.05, 0.9, noise="sparseout", s=s).chi_1) for s in (300, 400, 1000)]
+    assert np.all(np.isfinite(chi))
+    assert chi[1] == pytest.approx(chi[0], rel=1e-4) and chi[2] == pytest.approx(chi[0], rel=1e-4)
