@@ -16,8 +16,8 @@ __all__ = ["NoFixedPointError", "Q_CAP", "Q_MAX", "safeguarded_newton", "solve_q
            "origin_limit"]
 
 # An unbounded activation's variance map still above the diagonal at Q_CAP has no finite fixed
-# point (ReLU with sigma_b^2 = 1e20 has q* = 2e20; the maps cost the same at any q). Its moments
-# stay finite there for Sparseout exponents s up to 6 (|phi|^s at the window's edge 10 sqrt(q)).
+# point (ReLU with sigma_b^2 = 1e20 has q* = 2e20; the maps cost the same at any q). Sparseout's
+# |phi|^s leaves the float range earlier for s > 6: the search ends at NoiseLayer.q_limit then.
 Q_CAP = 1e100
 # A bounded activation's bracket is valid at any size; the maps end at Q_MAX (Stein's x^2 / q at
 # the window's edge overflows near 1e306)
@@ -124,6 +124,7 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
         lo[origin] = start
     todo = np.flatnonzero(np.isnan(q_out))
     hi = np.full(n, np.nan)
+    cap = np.full(n, Q_MAX)
     if act.bounded:  # |phi| <= 1 bounds E[g^2] by B, so F(q) < 0 beyond sigma_w^2 B + sigma_b^2
         with np.errstate(over="ignore"):  # a bound beyond the float range is capped below
             bound = 2 * (sw[todo] * np.broadcast_to(nz.take(todo).bounded_second_moment(), todo.shape)
@@ -132,8 +133,12 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
         capped = todo[bound > Q_MAX]
         hi[capped[F(hi[capped], capped) >= 0]] = np.inf
     else:
-        h = np.maximum(lo[todo] + np.minimum(lo[todo], Q_CAP), 1.0)  # 2 lo without overflow
-        search = np.flatnonzero(h <= Q_CAP)
+        # Sparseout's |phi|^s leaves the float range below Q_CAP for s > 6
+        cap[todo] = np.minimum(Q_CAP, np.broadcast_to(nz.take(todo).q_limit(act), todo.shape))
+        # from 2 lo (without overflow), not from 1: a map that dips below the diagonal and rises
+        # again (ReLU with Sparseout s > 2: a stable q* ~ 0.06 and an unstable one) is not stepped over
+        h = np.maximum(lo[todo] + np.minimum(lo[todo], cap[todo]), 1e-12)
+        search = np.flatnonzero(h <= cap[todo])
         while search.size:
             # F within rounding of 0 (|F| <= MARGINAL_RTOL q) is no upper bracket: at the
             # marginal ReLU sigma_w^2 = 2 keep, F = sigma_b^2 rounds to 0 beyond q ~ 1e16 sigma_b^2
@@ -141,12 +146,12 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
             grow = search[above]
             # Newton's bracket may span decades: its bisections are geometric
             h[grow] *= np.where(h[grow] < _SEARCH_FAST, 4.0, 1e8)
-            search = grow[h[grow] <= Q_CAP]
+            search = grow[h[grow] <= cap[todo[grow]]]
         hi[todo] = h
-    missing = todo[hi[todo] > (Q_MAX if act.bounded else Q_CAP)]
+    missing = todo[hi[todo] > cap[todo]]
     if missing.size and on_missing == "raise":
         _raise_missing(pf, missing, "no finite fixed point q*: the variance map stays above the "
-                       f"diagonal up to q = {Q_MAX if act.bounded else Q_CAP:g}")
+                       f"diagonal up to q = {cap[missing[0]]:g}")
     solve = np.setdiff1d(todo, missing)
     if solve.size:
         x0 = 0.5 * (lo[solve] + hi[solve])

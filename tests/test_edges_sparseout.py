@@ -213,3 +213,27 @@ def test_tanh_sparseout_with_a_huge_exponent():
     chi = [float(mf.analyze("tanh", 1.5, 0.05, 0.9, noise="sparseout", s=s).chi_1) for s in (300, 400, 1000)]
     assert np.all(np.isfinite(chi))
     assert chi[1] == pytest.approx(chi[0], rel=1e-4) and chi[2] == pytest.approx(chi[0], rel=1e-4)
+
+
+@pytest.mark.parametrize("s", [6.0, 12.0])
+def test_relu_sparseout_above_two_finds_the_stable_low_fixed_point(s):
+    # s > 2: E[g^2] ~ q^(s/2), so the map dips below the diagonal (stable q*) and rises again; the
+    # bracket search must start near sigma_b^2, not at q = 1 past the dip. Reference: scipy quad
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+    keep, sw, sb = 0.9, 0.5, 0.05
+    r = (1 - keep) / keep
+
+    def m2(q):
+        f = lambda z: (z * z * q + r * (z * math.sqrt(q)) ** s) * math.exp(-z * z / 2)  # noqa: E731
+        return quad(f, 0, 60, epsabs=0, epsrel=1e-13)[0] / math.sqrt(2 * math.pi)
+    exact = brentq(lambda q: sw * m2(q) + sb - q, sb, 0.2, xtol=1e-16, rtol=1e-15)
+    got = mf.analyze("relu", sw, sb, keep, noise="sparseout", s=s).q_star
+    assert float(got) == pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize("s", [50.0, 400.0])
+def test_relu_sparseout_huge_exponent_is_no_fixed_point_not_an_overflow(s):
+    # |phi|^s leaves the float range at q ~ (1e300^(1/s) / 10)^2: the search stops there and says so
+    with pytest.raises(mf.NoFixedPointError, match="up to q = "):
+        mf.analyze("relu", 0.5, 0.05, 0.9, noise="sparseout", s=s)

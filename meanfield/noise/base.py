@@ -181,6 +181,11 @@ class NoiseLayer:
         """S_2 = E[(g' h)bar(u1) (g' h)bar(u2)] (docs/THEORY.md §4)."""
         raise NotImplementedError
 
+    def q_limit(self, act):
+        """The largest q at which E[g(sqrt(q) z, xi)^2] stays within the float range (shape
+        self.shape); the search for q* ends there. inf unless the layer raises |phi| to a power."""
+        return np.full(self.shape, np.inf)
+
     def missing_fixed_point_hint(self, act) -> str:
         """A short reason shown when the variance map has no finite fixed point ('' if none)."""
         return ""

@@ -157,6 +157,15 @@ class Sparseout(NoiseLayer):
     def bounded_second_moment(self):
         return 1.0 / np.asarray(self.keep, float)  # 1 + r at |phi| = 1
 
+    def q_limit(self, act):
+        """Where |phi|^s, with phi's linear tail b x, reaches 1e300 at the quadrature window's edge
+        x = 10 sqrt(q): (1e300^(1/s) / (10 |b|))^2 for s > 2 (s = 6: 1e98; s = 50: 1e10)."""
+        s = np.asarray(self.s, float)
+        b = 0.0 if act.bounded or act.tails is None else max(abs(act.tails[0][1]), abs(act.tails[1][1]))
+        if b == 0:
+            return np.full(s.shape, np.inf)
+        return np.where(s > 2, (1e300 ** (1 / np.maximum(s, 2)) / (10 * b)) ** 2, np.inf)
+
     def backprop_source_single(self, act, q):
         """S_1 = E[g'^2 g^2] as a sum of J_p (module docstring); +inf for s <= 1/2 (J_(2s-2)
         diverges) when phi has a zero with phi' != 0."""
