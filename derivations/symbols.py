@@ -28,21 +28,13 @@ import functools
 
 import sympy as sp
 
-sigma_w2 = sp.Symbol("sigma_w2", positive=True)
-sigma_b2 = sp.Symbol("sigma_b2", positive=True)
-rho = sp.Symbol("rho", positive=True)
-s = sp.Symbol("s", positive=True)
-q = sp.Symbol("q", positive=True)
-q_ab = sp.Symbol("q_ab", positive=True)
+sigma_w2, sigma_b2, rho, s, q, q_ab = sp.symbols("sigma_w2 sigma_b2 rho s q q_ab", positive=True)
 c = sp.Symbol("c", real=True)
 # k is declared positive (not integer) on purpose: sympy's summation then returns the clean
 # geometric closed form; the formulas are meant for k = 0, 1, 2, ... and hold there by continuity.
 k = sp.Symbol("k", positive=True)
 f = sp.Symbol("f", positive=True)
-tau = sp.Symbol("tau", real=True)
-z = sp.Symbol("z", real=True)
-z1 = sp.Symbol("z1", real=True)
-z2 = sp.Symbol("z2", real=True)
+tau, z, z1, z2 = sp.symbols("tau z z1 z2", real=True)
 m = sp.Symbol("m")
 i = sp.Symbol("i", integer=True, nonnegative=True)
 j = sp.Symbol("j", integer=True, nonnegative=True)
