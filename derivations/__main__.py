@@ -11,6 +11,8 @@ import argparse
 import sys
 import time
 
+from meanfield.cli.args import returns_exit_code, run_main
+
 from . import MODULES
 
 EPILOG = f"""\
@@ -69,11 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+@returns_exit_code  # usage errors (2) and --help (0) as exit codes, like the checks'
 def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-    except SystemExit as stop:   # usage errors (2) and --help (0) as exit codes, like the checks'
-        return stop.code
+    args = parse_args(argv)
     seed = args.seed
     from . import registry, run_checks
 
@@ -104,6 +104,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from meanfield.cli.args import run_main
-
     run_main(main)

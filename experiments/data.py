@@ -58,6 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
+from meanfield.cli.args import one_of, path_problem, returns_exit_code
+
 __all__ = ["Dataset", "load_mnist", "load_cifar10", "load_dataset", "resolve_data_dir",
            "DATASETS", "data_dir_arg", "parse_args", "main"]
 
@@ -133,7 +135,6 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 def data_dir_arg(text: str) -> str:
     """argparse type of ``--data-dir``: a usable path that is a folder if it exists (whether it
     holds the data is the loaders' question, with their download hint)."""
-    from meanfield.cli.args import path_problem
     folder = os.path.expanduser(text)
     problem = path_problem(text) or (f"{text!r}, which is not a folder"
                                      if os.path.exists(folder) and not os.path.isdir(folder) else None)
@@ -442,8 +443,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from meanfield.cli.args import one_of
-
     p = argparse.ArgumentParser(
         prog="python -m experiments.data",
         description="Check the data sets (default) or download the missing official files "
@@ -462,12 +461,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+@returns_exit_code
 def main(argv=None) -> int:
     """``python -m experiments.data [--download] [--data-dir DIR] [mnist] [cifar10]``."""
-    try:
-        args = parse_args(argv)
-    except SystemExit as stop:
-        return stop.code
+    args = parse_args(argv)
     root = resolve_data_dir(args.data_dir)
     for name in args.names or list(DATASETS):
         try:

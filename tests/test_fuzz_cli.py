@@ -79,7 +79,6 @@ class Cli:
     bases: tuple = ((),)        # valid commands the fuzzed flags are appended to
     suffix: tuple = ()          # appended last (e.g. theory only)
     examples: int = 40
-    words: tuple = ()           # names an error may use besides the flags (positionals)
 
     @property
     def module(self) -> str:
@@ -109,8 +108,8 @@ CLIS = [
     Cli("kwinners_study", "experiments.kwinners_study:parse_args", examples=25),
     Cli("noise_study", "experiments.noise_study:parse_args", examples=25),
     Cli("floor_scaling", "experiments.floor_scaling:parse_args", examples=25),
-    Cli("data", "experiments.data:parse_args", examples=25, words=("data set",)),
-    Cli("figures", "experiments.figures.__main__:parse_args", examples=25, words=("figure name",)),
+    Cli("data", "experiments.data:parse_args", examples=25),
+    Cli("figures", "experiments.figures.__main__:parse_args", examples=25),
 ]
 
 NUMBERS = ["0", "-0", "1", "2", "3", "-1", "-3", "0.5", "0.98", "1.5", "1e-300", "1e308", "1e309",
@@ -208,9 +207,9 @@ def worker(tmp_path_factory):
     w.close()
 
 
-def _names(parser: argparse.ArgumentParser, cli: Cli) -> list[str]:
-    """What an error line may call a parameter: flags, destinations (``sigma_w2``) and words."""
-    names = set(cli.words)
+def _names(parser: argparse.ArgumentParser) -> list[str]:
+    """What an error line may call a parameter: flags, destinations (``sigma_w2``), metavars."""
+    names = set()
     for a in _actions(parser):
         names.update(a.option_strings)
         if len(a.dest) > 1:
@@ -251,7 +250,7 @@ def check(cli: Cli, names: list[str], argv: list[str], rep: dict) -> None:
 @pytest.mark.parametrize("cli", CLIS, ids=[c.name for c in CLIS])
 def test_every_flag(cli, worker):
     parser = cli.parser()
-    actions, names = _actions(parser), _names(parser, cli)
+    actions, names = _actions(parser), _names(parser)
     assert actions
 
     @settings(max_examples=cli.examples, deadline=None, derandomize=True, database=None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from meanfield.cli.args import creatable_path, integer, one_of
+from meanfield.cli.args import creatable_path, integer, one_of, returns_exit_code
 
 from . import DEFAULT_CACHE, DEFAULT_OUT, FIGURES, render_all
 
@@ -37,11 +37,9 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
+@returns_exit_code
 def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-    except SystemExit as stop:
-        return stop.code
+    args = parse_args(argv)
     if args.list:
         for s in FIGURES.values():
             print(f"{s.name:28s} {s.title}")

@@ -16,7 +16,7 @@ from ..noise import NoiseLayer, make_noise, noise_class, registered_noises
 
 __all__ = ["MAX_GRID_POINTS", "parse_grid", "grid", "real", "integer", "output_path",
            "creatable_path", "path_problem", "one_of", "device", "cuda_problem", "add_noise_arguments",
-           "noise_from_args", "json_safe", "run_main"]
+           "noise_from_args", "json_safe", "returns_exit_code", "run_main"]
 
 MAX_GRID_POINTS = 1_000_000
 
@@ -285,6 +285,20 @@ def creatable_path(kind: str = "file"):
             raise argparse.ArgumentTypeError(f"{text!r} cannot be created: {parent!r} is not writable")
         return text
     return parse
+
+
+def returns_exit_code(main):
+    """Decorator for ``main(argv)``: argparse's SystemExit (2 for a usage error, 0 for --help)
+    comes back as the return value, so that callers and tests get a status code either way."""
+    import functools
+
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        try:
+            return main(argv)
+        except SystemExit as stop:
+            return stop.code
+    return wrapped
 
 
 def run_main(main) -> None:
