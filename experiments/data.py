@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meanfield.cli.args import one_of, path_problem, returns_exit_code
+from meanfield.cli.args import one_of, path_problem, returns_exit_code, run_main
 
 __all__ = ["Dataset", "load_mnist", "load_cifar10", "load_dataset", "resolve_data_dir",
            "DATASETS", "data_dir_arg", "parse_args", "main"]
@@ -481,4 +481,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

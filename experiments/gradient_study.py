@@ -429,4 +429,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from meanfield.cli.args import run_main
+
+    run_main(main)

@@ -3,9 +3,8 @@
 The gradient theory is in :mod:`meanfield.backprop` (``meanfield.gradient_metrics``); this module
 is only the entry point users type, kept out of ``meanfield/__init__``.
 """
-import sys
-
+from .cli.args import run_main
 from .cli.gradients import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

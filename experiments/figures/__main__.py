@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from meanfield.cli.args import creatable_path, integer, one_of, returns_exit_code
+from meanfield.cli.args import creatable_path, integer, one_of, returns_exit_code, run_main
 
 from . import DEFAULT_CACHE, DEFAULT_OUT, FIGURES, render_all
 
@@ -54,4 +54,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)
