@@ -1100,17 +1100,17 @@ def _held_out(laws: dict[str, Law], folds: list[tuple], score) -> dict:
     score of each fold and the constants fitted on its training boundaries."""
     out = {}
     for name, law in laws.items():
-        errs, thetas, reasons = {}, {}, []
+        errs, thetas, reasons = {}, {}, {}
         for key, train, test in folds:
             try:
                 thetas[key] = fit_law(law, train, n_boot=0).theta
             except ValueError as e:
-                reasons.append(_reason(e))
+                reasons[key] = _reason(e)
                 continue
             errs[key] = score(law, thetas[key], test)
         out[name] = {"law": law, "errors": errs, "theta": thetas,
                      "mean": float(np.mean(list(errs.values()))) if errs else math.nan,
-                     "reason": reasons[0] if reasons else None}
+                     "reason": next(iter(reasons.values()), None), "unfitted": reasons}
     return out
 
 
@@ -1397,7 +1397,7 @@ def _held_table(comp: dict, keys: list, head: Callable) -> list[str]:
         cells = [f"{v['errors'][k]:.3f}" if k in v["errors"] else "n/a" for k in keys]
         mean = f"{v['mean']:.3f}" if math.isfinite(v["mean"]) else "n/a"   # no law scored
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
-    reasons = [f"{name}: {v['reason']}" for name, v in comp.items() if v["reason"]]
+    reasons = [f"{name} at {head(k)}: {r}" for name, v in comp.items() for k, r in v["unfitted"].items()]
     return lines + ([""] + [f"n/a: {r}" for r in reasons] if reasons else []) + [""]
 
 
@@ -1426,7 +1426,7 @@ def report(analysis: Analysis | list[Boundary], *, n_boot: int = N_BOOT, seed: i
     if a.pooled is not None:
         lines += [f"### Fits pooled over all {len(bs)} boundaries\n"] + _fit_table(a.pooled)
     if a.held_out is not None:
-        keys = sorted({k for v in a.held_out.values() for k in v["errors"]})
+        keys = sorted({k for v in a.held_out.values() for k in (*v["errors"], *v["unfitted"])})
         lines += ["### Held-out RMS log error (fit on #i, scored on #j at the same budget)\n"]
         lines += _held_table(a.held_out, keys, lambda k: f"#{k[0] + 1} -> #{k[1] + 1}")
         w = held_out_winner(a.held_out)
@@ -1446,7 +1446,8 @@ def report(analysis: Analysis | list[Boundary], *, n_boot: int = N_BOOT, seed: i
         lines += _fit_table(a.budget_fits)
         lines += ["### Held-out budgets (fit on the other budgets, RMS log error at T)\n"]
         lines += _held_table(a.held_out_budgets, sorted({k for v in a.held_out_budgets.values()
-                                                         for k in v["errors"]}), lambda T: f"T={T:g}")
+                                                         for k in (*v["errors"], *v["unfitted"])}),
+                             lambda T: f"T={T:g}")
         w, blind = held_out_winner(a.held_out_budgets), f"a*{a.scale}"
         if w == blind:
             lines.append(f"**Budget winner: the budget-blind {w}** (no budget law predicts held-out "
@@ -1455,7 +1456,7 @@ def report(analysis: Analysis | list[Boundary], *, n_boot: int = N_BOOT, seed: i
             lines.append(f"**Budget winner: {w}**, constants: {_fmt_theta(a.budget_fits[w])}; mean "
                          f"held-out-budget error {a.held_out_budgets[w]['mean']:.3f} vs "
                          f"{a.held_out_budgets[blind]['mean']:.3f} for the budget-blind {blind}.\n")
-    lines.append(f"Law drawn: {a.best or 'none'} ({a.best_why}).")
+    lines.append(f"Best law (the one --plot and the figures draw): {a.best or 'none'} ({a.best_why}).")
     return "\n".join(lines)
 
 

@@ -53,7 +53,7 @@ def test_bad_arguments(argv, msg, capsys):
 def test_divergent_rows_are_marked_not_nan(capsys):
     assert main(["--activation", "relu", "--keep", "0.8", "--sigma-w2", "1.0,2.0"]) == 0
     out = capsys.readouterr().out
-    assert "no finite fixed point" in out and "nan" not in out.lower()
+    assert "no stable finite fixed point" in out and "nan" not in out.lower()
 
 
 def test_sparseout_option(capsys):

@@ -122,7 +122,7 @@ def test_report_has_the_budget_analysis():
     text = fit.report(bs, n_boot=0)
     assert "### Training budget: per-budget constant a(T) of a*xi_c" in text
     assert "### Held-out budgets" in text and "**Budget winner:" in text
-    assert "Law drawn: " in text and "held-out-budget" in text
+    assert "Best law (the one --plot and the figures draw): " in text and "held-out-budget" in text
 
 
 def test_budget_figure_draws_the_fitted_law():

@@ -16,9 +16,19 @@ from ..noise import NoiseLayer, make_noise, noise_class, registered_noises
 
 __all__ = ["MAX_GRID_POINTS", "parse_grid", "grid", "real", "integer", "output_path",
            "creatable_path", "path_problem", "one_of", "device", "cuda_problem", "add_noise_arguments",
-           "noise_from_args", "json_safe", "returns_exit_code", "run_main"]
+           "noise_from_args", "json_safe", "returns_exit_code", "run_main", "HelpFormatter"]
 
 MAX_GRID_POINTS = 1_000_000
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the description's layout and shows each flag's default, except where it is
+    None (an absent flag whose meaning its help states, e.g. the noise parameters)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parse_grid(text: str, *, integer: bool = False) -> np.ndarray:
@@ -92,9 +102,10 @@ def real(lo=-math.inf, hi=math.inf, *, lo_open=False, hi_open=False, what="value
         try:
             v = float(text)
         except ValueError:
-            v = math.nan
-        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-        if not ok:
+            raise argparse.ArgumentTypeError(f"{what} must be one number, got {text!r}") from None
+        if math.isinf(v):
+            raise argparse.ArgumentTypeError(f"{what} must be finite, got {text!r}")
+        if not ((v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)):  # nan too
             raise argparse.ArgumentTypeError(f"{what} must {valid}, got {text!r}")
         return v
     return parse

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from ..activations import registered_activations
-from .args import add_noise_arguments, grid, json_safe, noise_from_args, output_path, real
+from .args import HelpFormatter, add_noise_arguments, grid, json_safe, noise_from_args, output_path, real
 
 COLUMNS = ("sigma_w2", "q_star", "c_star", "chi_1", "chi_c", "xi_q", "xi_c", "xi_1")
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mean-field fixed points (q*, c*), slopes (chi_1, chi_c) and depth scales "
                     "(xi_q, xi_c, xi_1) of deep networks with dropout-like noise, with the "
                     "trainable-depth bound multiple * xi_c (Schoenholz et al.: about 6 xi_c).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     ap.add_argument("--activation", default="tanh", choices=registered_activations(),
                     help="element-wise nonlinearity (erf means erf(sqrt(pi) x / 2))")
     ap.add_argument("--sigma-w2", type=grid(lo=0, lo_open=True), default="1:4:0.1",
@@ -87,18 +87,19 @@ def main(argv=None) -> int:
         with open(args.json, "w") as fh:
             fh.write(text + "\n")
 
-    keep = float(np.asarray(getattr(noise, "keep", 1.0)))
     params = {k: v for k, v in noise.param_values().items() if k != "keep"}
     desc = noise.name + (" (" + ", ".join(f"{k} = {v:g}" if not isinstance(v, str) else f"{k} = {v}"
                                           for k, v in params.items()) + ")"
                          if params else "")
-    print(f"# activation = {args.activation}, noise = {desc}, keep (rho) = {keep:g}, "
-          f"drop (rate) = {1 - keep:g}, sigma_b^2 = {args.sigma_b2:g}")
+    if "keep" in noise.param_values():  # both probabilities, for the layers that have them
+        keep = float(np.asarray(noise.keep))
+        desc += f", keep (rho) = {keep:g}, drop (rate) = {1 - keep:g}"
+    print(f"# activation = {args.activation}, noise = {desc}, sigma_b^2 = {args.sigma_b2:g}")
     head = list(COLUMNS) + [f"{args.multiple:g}*xi_c"]
     print("  ".join(f"{h:>10}" for h in head))
     for rec in records:
         if not rec["has_fixed_point"]:
-            print(f"{_fmt(rec['sigma_w2']):>10}  no finite fixed point q* (the variance map diverges)")
+            print(f"{_fmt(rec['sigma_w2']):>10}  no stable finite fixed point q* (diverging or repelling map)")
             continue
         vals = [rec[c] for c in COLUMNS] + [args.multiple * rec["xi_c"]]
         print("  ".join(f"{_fmt(v):>10}" for v in vals))

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from ..activations import registered_activations
-from .args import (add_noise_arguments, cuda_problem, device, integer, json_safe, noise_from_args,
+from .args import (HelpFormatter, add_noise_arguments, cuda_problem, device, integer, json_safe, noise_from_args,
                    output_path, real)
 
 __all__ = ["main", "build_parser", "parse_args", "compute_table"]
@@ -38,11 +38,12 @@ def _realisations(text):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m meanfield.gradients", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--activation", default="tanh", choices=registered_activations())
-    p.add_argument("--sigma-w2", type=real(0, lo_open=True), default=1.4,
+    p.add_argument("--sigma-w2", type=real(0, lo_open=True, what="sigma_w2 (weight variance)"), default=1.4,
                    help="weight variance sigma_w^2 > 0 (fan-in scaled)")
-    p.add_argument("--sigma-b2", type=real(0), default=0.1, help="bias variance sigma_b^2 >= 0")
+    p.add_argument("--sigma-b2", type=real(0, what="sigma_b2 (bias variance)"), default=0.1,
+                   help="bias variance sigma_b^2 >= 0")
     add_noise_arguments(p)
     p.add_argument("--loss", default="sum_squares", choices=("sum_squares", "readout"))
     p.add_argument("--n-out", type=integer(1), default=10, help="outputs of the readout loss (>= 1)")
@@ -80,9 +81,10 @@ def _theory(args, noise):
 
 def compute_table(args, noise):
     """Rows (one dict per layer) with theory and simulation columns, plus notes."""
-    keep = float(getattr(noise, "keep", 1.0))
+    keep = float(noise.keep) if "keep" in noise.param_values() else None
     notes = [f"activation={args.activation} sigma_w2={args.sigma_w2:g} sigma_b2={args.sigma_b2:g} "
-             f"noise={noise.spec()} keep={keep:g} (drop={1 - keep:g}) loss={args.loss} "
+             f"noise={noise.spec()}" + ("" if keep is None else f" keep={keep:g} (drop={1 - keep:g})")
+             + f" loss={args.loss} "
              f"depth={args.depth}"
              + (f" n_out={args.n_out} (readout theory scaled by n_out/N)" if args.loss == "readout" else "")]
     theory = _theory(args, noise)
@@ -169,9 +171,14 @@ def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argp
 def main(argv=None):
     args = parse_args(argv)
     noise = args.layer
+    from ..fixed_points import NoFixedPointError
     from ..gauss import ConvergenceError
     try:
         rows, notes = compute_table(args, noise)
+    except NoFixedPointError as exc:  # the API's advice (on_missing=...) is no use here
+        print(f"error: {str(exc).split('; ')[0]}; the gradient metrics start at q*: choose "
+              "--sigma-w2, --sigma-b2 or the noise flags where it exists", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
