@@ -76,3 +76,15 @@ def test_cli_does_not_import_heavy_modules():
             "print(sorted(m for m in ('torch', 'sympy', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_q_star_zero_rows_say_what_xi_c_is(capsys):
+    # ReLU at sigma_b2 = 0, keep 1, sigma_w2 = 1: q* = 0 and c* = 1, where the c-map is marginal
+    # (c_slope = 1) while chi_c = sigma_w2 / 2 is the pair-gradient factor (THEORY §12.1)
+    assert main(["--activation", "relu", "--keep", "1", "--sigma-b2", "0", "--sigma-w2", "1"]) == 0
+    assert "q* = 0 rows: chi_c is the pair-gradient factor" in capsys.readouterr().out
+    assert main(["--activation", "relu", "--keep", "1", "--sigma-b2", "0", "--sigma-w2", "1", "--json", "-"]) == 0
+    rec = json.loads(capsys.readouterr().out)[0]
+    assert rec["q_star"] == 0 and rec["chi_c"] == 0.5 and rec["c_slope"] == 1.0
+    assert main(["--activation", "relu", "--sigma-w2", "1"]) == 0
+    assert "q* = 0 rows" not in capsys.readouterr().out

@@ -106,4 +106,7 @@ def main(argv=None) -> int:
     if not np.all(noise.is_identity()):
         print(f"# with {noise.name} c* < 1 everywhere, so xi_c stays finite: no order-to-chaos "
               "transition")
+    if any(rec["has_fixed_point"] and rec["q_star"] == 0 for rec in records):
+        print("# q* = 0 rows: chi_c is the pair-gradient factor and xi_c its scale; the c-map's own "
+              "slope there is c_slope in --json (docs/THEORY.md §12.1)")
     return 0
