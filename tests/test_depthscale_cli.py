@@ -88,3 +88,17 @@ def test_q_star_zero_rows_say_what_xi_c_is(capsys):
     assert rec["q_star"] == 0 and rec["chi_c"] == 0.5 and rec["c_slope"] == 1.0
     assert main(["--activation", "relu", "--sigma-w2", "1"]) == 0
     assert "q* = 0 rows" not in capsys.readouterr().out
+
+
+def test_large_grid_in_parts_equals_one_call(capsys):
+    # the CLI evaluates grids in parts of PART points (its progress bar's step): same numbers
+    import numpy as np
+
+    import meanfield as mf
+    assert main(["--activation", "relu", "--keep", "0.9", "--sigma-w2", "1:1.7:0.0005", "--json", "-"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    sw = np.array([r["sigma_w2"] for r in recs])
+    assert sw.size == 1401 > 2 * 512
+    whole = mf.analyze("relu", sw, 0.05, 0.9, on_missing="nan")
+    for key in ("q_star", "c_star", "chi_1", "xi_c"):
+        np.testing.assert_array_equal([r[key] for r in recs], getattr(whole, key))

@@ -62,6 +62,19 @@ def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argp
     return args
 
 
+PART = 512  # grid points per analyze call: the progress bar's step
+
+
+def _progress(total):
+    """A tqdm bar on stderr (shown on a terminal only) if tqdm is installed, else None: the core
+    installs with numpy and scipy alone."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="point", desc="depth scales", disable=None, leave=False)
+
+
 def main(argv=None) -> int:
     ap = build_parser()
     args = parse_args(argv, ap)
@@ -69,14 +82,22 @@ def main(argv=None) -> int:
     from ..depth_scales import analyze  # after parsing: --help and errors stay instant
     from ..gauss import ConvergenceError
 
+    records = []
+    parts = np.array_split(args.sigma_w2, -(-args.sigma_w2.size // PART))
+    bar = _progress(args.sigma_w2.size) if len(parts) > 1 else None
     try:
-        res = analyze(args.activation, args.sigma_w2, args.sigma_b2, noise=noise, on_missing="nan")
+        for part in parts:
+            records += analyze(args.activation, part, args.sigma_b2, noise=noise, on_missing="nan").records()
+            if bar is not None:
+                bar.update(part.size)
     except ValueError as err:
         ap.error(str(err))
     except ConvergenceError as err:  # a numerical failure of ours, not a usage error
         print(f"error: {err} (please report this with the command line)", file=sys.stderr)
         return 1
-    records = res.records()
+    finally:
+        if bar is not None:
+            bar.close()
     for rec in records:
         rec[f"{args.multiple:g}_xi_c"] = args.multiple * rec["xi_c"]
     if args.json is not None:
