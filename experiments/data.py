@@ -475,8 +475,10 @@ def main(argv=None) -> int:
         except OSError as e:  # a failed download
             print(f"error: {e}", file=sys.stderr)
             return 1
+        n = len(ds.x_train) + len(ds.x_test)
+        subset = f" (the {n:,}-image subset, not the official 60,000)" if name == "cifar10" and n < 60000 else ""
         print(f"{name}: {len(ds.x_train)} train and {len(ds.x_test)} test images of "
-              f"{ds.n_features} features under {root} (checksums verified)")
+              f"{ds.n_features} features under {root}{subset} (checksums verified)")
     return 0
 
 
