@@ -62,7 +62,8 @@ def build_parser():
     p.add_argument("--threads", type=integer(1), default=2, help="torch CPU threads >= 1")
     p.add_argument("--last", type=integer(0), default=0, help="print only the last K >= 0 layers (0: all)")
     p.add_argument("--out", type=output_path,
-                   help="write the full table to a .csv or .json file (non-finite values: null)")
+                   help="write the full table to a file: JSON if its name ends in .json, else CSV "
+                        "(non-finite values: null in JSON, empty in CSV)")
     return p
 
 
@@ -193,7 +194,7 @@ def main(argv=None):
             with open(args.out, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
                 w.writeheader()
-                w.writerows(rows)
+                w.writerows(json_safe(rows))  # non-finite -> None -> an empty cell
     for n in notes:
         print("# " + n)
     shown = rows[-args.last:] if args.last else rows
