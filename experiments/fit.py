@@ -105,13 +105,14 @@ __all__ = ["Boundary", "Law", "LAWS", "REFERENCE", "SCALES", "FitResult", "NoFit
            "extract_boundaries", "boundary_from_arrays", "read_table", "read_db", "fit_table",
            "depth_scales", "budget_laws", "fit_law", "fit_all", "compare_held_out",
            "per_budget_constants", "compare_budgets", "run_fits", "report", "plot",
-           "rms_log_error", "get_law", "simplest", "held_out_winner", "main", "parse_args", "XI_CAP",
-           "SIGMA_MIN", "RUNAWAY", "PROTOCOL"]
+           "rms_log_error", "get_law", "simplest", "relative_threshold", "held_out_winner", "main",
+           "parse_args", "XI_CAP", "SIGMA_MIN", "RUNAWAY", "MIN_LIFT", "THRESHOLD", "PROTOCOL"]
 
 XI_CAP = 1e4
 SIGMA_MIN = 0.01       # floor of the fitted scatter of ln L_max (1 % in depth)
 SW_RTOL = 1e-6         # sigma_w^2 values closer than this (relative) are one grid value
 MIN_LIFT = 0.05        # a trained network beats chance by at least this accuracy
+THRESHOLD = 0.5        # default relative threshold (of the way from chance to the best cell)
 MIN_BOOT = 100         # fewer resamples cannot place the tails of an expanded 95 % interval
 MAX_BOOT = 100_000     # the resample counts are one array; each resample is an optimisation
 # Default resamples. Each is one scipy fit (~1.5 ms): at 1000 the CLI took 52 s (one budget) and
@@ -348,6 +349,11 @@ def _metric(v) -> float:
     return v if math.isfinite(v) else math.nan
 
 
+def relative_threshold(best: float, chance: float, relative: float = THRESHOLD) -> float:
+    """Accuracy a cell must reach: ``max(chance + relative (best - chance), chance + MIN_LIFT)``."""
+    return max(chance + relative * (best - chance), chance + MIN_LIFT)
+
+
 def _protocol_noise(g: dict):
     """The noise layer of a protocol: its ``noise`` spec (which must agree with its ``keep``, if
     any), else dropout at its ``keep``."""
@@ -378,7 +384,7 @@ def _labels(keys: list[tuple], fields: list[str], budgets: list, layers: list) -
     return out
 
 
-def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bool = True,
+def extract_boundaries(rows: list[dict], *, threshold: float = THRESHOLD, relative: bool = True,
                        metric: str = "eval_acc", per_step: str = "last", n_classes: int | None = None,
                        activation: str | None = None, sigma_b2: float | None = None,
                        keep: float | None = None, noise=None, xi: bool = True) -> list[Boundary]:
@@ -529,8 +535,7 @@ def extract_boundaries(rows: list[dict], *, threshold: float = 0.5, relative: bo
                           f"accuracy 1/10 assumed (give --classes)", stacklevel=2)
             warned_chance = True
         chance = 1.0 / (n_classes or N_CLASSES.get(g.get("dataset"), 10))
-        thr = (max(chance + threshold * (best[key] - chance), chance + MIN_LIFT) if relative
-               else threshold)
+        thr = relative_threshold(best[key], chance, threshold) if relative else threshold
         sig = np.array(sorted({s for s, _ in mean}))
         all_depths = np.array(sorted({d for _, d in mean}))
         acc = np.full((len(all_depths), len(sig)), np.nan)
@@ -1529,7 +1534,7 @@ def plot(analysis: Analysis, path) -> Path:
 
 def fit_table(path, *, activation: str | None = None, sigma_b2: float | None = None,
               keep: float | None = None, noise=None, dataset: str | None = None,
-              per_step: str = "last", threshold: float = 0.5, relative: bool = True,
+              per_step: str = "last", threshold: float = THRESHOLD, relative: bool = True,
               n_classes: int | None = None, n_boot: int = N_BOOT, seed: int = 0, scale: str = "xi_c") -> Analysis:
     """``python -m experiments.fit --table`` in Python: read, extract boundaries, fit.
 
@@ -1576,8 +1581,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-step", choices=("last", "each"), default=None,
                    help="networks evaluated at several steps: last step only (default) or each "
                         "step as a training budget T")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="relative (default 0.5 of the way from chance to the best) or, with "
+    p.add_argument("--threshold", type=float, default=THRESHOLD,
+                   help=f"relative (default {THRESHOLD:g} of the way from chance to the best) or, with "
                         "--absolute, an accuracy")
     p.add_argument("--absolute", action="store_true")
     p.add_argument("--classes", type=int, default=None,

@@ -1,6 +1,6 @@
 """Adaptive search for the trainable-depth boundary on a depth grid (issue 11 section 1).
 
-Pure Python (no torch): training is a callable, so the search logic is tested exactly against a
+No torch: training is a callable, so the search logic is tested exactly against a
 synthetic trainability oracle (``tests/test_trainability_search.py``) and driven by
 ``experiments.trainability`` with real networks.
 
@@ -28,8 +28,9 @@ cell (mean over seeds) at every budget T (checkpoint). The search, per column:
    Columns whose final pattern over the probed depths is not trainable-then-untrainable at some
    budget are reported (``SearchResult.non_monotone``), never hidden.
 
-**Trainable** follows ``experiments.fit`` (relative threshold): a cell trains when its accuracy
-reaches ``chance + threshold (best - chance)``, at least ``chance + MIN_LIFT``. The final ``best``
+**Trainable** is ``experiments.fit``'s rule (``relative_threshold``, imported): a cell trains
+when its accuracy reaches ``chance + threshold (best - chance)``, at least ``chance + MIN_LIFT``.
+The final ``best``
 (the best cell of the protocol over the whole sweep) is not known during the search; the rule used
 is the best cell of the protocol *probed so far* (all budgets), recomputed every round, and every
 bracket is re-derived from all probes with the current threshold, so an early decision made under
@@ -46,12 +47,13 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .fit import MIN_LIFT, THRESHOLD
+from .fit import relative_threshold as threshold
+
 __all__ = ["Column", "SearchResult", "start_depths", "bracket", "next_depths", "search",
            "threshold", "FACTORS", "THRESHOLD", "MIN_LIFT"]
 
 FACTORS = (2.0, 6.0, 12.0)
-THRESHOLD = 0.5    # as experiments.fit's default relative threshold
-MIN_LIFT = 0.05    # as experiments.fit.MIN_LIFT: a trained network beats chance by this much
 
 
 @dataclass(frozen=True)
@@ -126,11 +128,6 @@ def start_depths(xi_c: float, depths: Sequence[int], factors: Sequence[float] = 
         target = min(max(target, grid[0]), grid[-1])
         out.add(min(grid, key=lambda d: abs(math.log(d / target))))
     return tuple(sorted(out))
-
-
-def threshold(best: float, chance: float, relative: float = THRESHOLD) -> float:
-    """Accuracy a cell must reach: ``max(chance + relative (best - chance), chance + MIN_LIFT)``."""
-    return max(chance + relative * (best - chance), chance + MIN_LIFT)
 
 
 def bracket(ok: Mapping[int, bool]) -> tuple[int | None, int | None]:
