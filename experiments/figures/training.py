@@ -162,7 +162,7 @@ def trainability_sweep(quick):
                    checkpoints=(25, 50, 100, 200), batch_size=64, max_members=16)
 
 
-# results databases the figures read, best first: (preset, data set)
+# presets whose results databases the figures read (their MNIST rows), best first
 SOURCES = ("cpu-large", "cpu")
 
 
@@ -299,8 +299,8 @@ def render_trainability(ctx):
 
 
 def cell_edges(v) -> np.ndarray:
-    """Cell edges of a heatmap whose cells are centred on the sorted values ``v``, shape (n,):
-    midpoints between neighbours, the outer edges mirrored (a single value: +- 0.5); shape (n + 1,)."""
+    """Cell edges, shape (n + 1,), of a heatmap whose cells are centred on the sorted values ``v``,
+    shape (n,): midpoints between neighbours, the outer edges mirrored (a single value: +- 0.5)."""
     v = np.asarray(v, float)
     if len(v) == 1:
         return np.array([v[0] - 0.5, v[0] + 0.5])
