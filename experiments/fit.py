@@ -1564,7 +1564,7 @@ def fit_table(path, *, activation: str | None = None, sigma_b2: float | None = N
 
 def build_parser() -> argparse.ArgumentParser:
     from meanfield.activations import ACTIVATIONS
-    from meanfield.cli.args import grid
+    from meanfield.cli.args import grid, integer
     p = argparse.ArgumentParser(prog="python -m experiments.fit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("input (exactly one)")
@@ -1599,7 +1599,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=N_BOOT,
                    help=f"bootstrap resamples: 0 (no CI) or {MIN_BOOT} ... {MAX_BOOT} (default "
                         f"{N_BOOT}; 1000 or more for final numbers)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed >= 0")
+    p.add_argument("--seed", type=integer(0), default=0, help="bootstrap seed >= 0")
     p.add_argument("--budget-scale", choices=list(SCALES), default="xi_c",
                    help="depth scale of the budget laws a(T) * scale (default xi_c)")
     p.add_argument("--plot", type=Path, help="draw the heatmap with boundary and law (.png/.pdf/.svg)")
@@ -1651,8 +1651,6 @@ def _check(args) -> None:
     if args.classes is not None and args.classes < 2:
         raise ValueError(f"--classes must be >= 2, got {args.classes}")
     _check_n_boot(args.bootstrap, "--bootstrap")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
     if args.plot is not None:
         if args.plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise ValueError(f"--plot must end in .png, .pdf or .svg, got {args.plot}")
