@@ -66,11 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         a.theory = mf.gradient_metrics(a.activation, a.sigma_w2, gs.SB, a.keep, a.depth)
     except ValueError as e:  # e.g. no fixed point
         ap.error(str(e))
-    kx_max = max(float(a.theory.crossover_depth(n)) for n in a.widths if n <= 4000)
-    k = np.arange(a.depth)[::-1]
-    a.window = k >= min(max(2 * kx_max, kx_max + 5), a.depth - 4)
-    if not a.window.any():   # an undefined crossover depth
-        ap.error(f"no deep layer window: the crossover depth is {kx_max} for --activation "
+    a.window = gs.floor_window(a.theory, [n for n in a.widths if n <= 4000], a.depth)
+    if not a.window.any():
+        ap.error(f"no deep layer window: the crossover depth is undefined for --activation "
                  f"{a.activation} --sigma-w2 {a.sigma_w2:g} --keep {a.keep:g}")
     return a
 
@@ -86,9 +84,6 @@ def main(argv=None):
     k = np.arange(a.depth)[::-1]
     print(f"{a.activation} sigma_w2={a.sigma_w2} keep={a.keep}: window k = {k[deep].min()}..{k[deep].max()}")
 
-    def floor(gab, gaa):
-        return np.median(gab.std(0, ddof=1)[deep] / gaa.mean(0)[deep])
-
     specs = [gs.spec("floor", a.activation, a.sigma_w2, a.keep, n, a.depth, a.realisations, seed=a.seed)
              for n in a.widths]
     sims = gs.open_simulations(a.db or gs.DEFAULT_DB, "cpu", **engine)
@@ -99,8 +94,8 @@ def main(argv=None):
     logn, floors, boots = [], [], []
     for n, r in zip(a.widths, results, strict=True):
         idx = [rng.integers(0, a.realisations, a.realisations) for _ in range(300)]
-        floors.append(floor(r["g_ab"], r["g_aa"]))
-        boots.append(np.array([floor(r["g_ab"][i], r["g_aa"][i]) for i in idx]))
+        floors.append(gs.noise_floor(r["g_ab"], r["g_aa"], deep))
+        boots.append(np.array([gs.noise_floor(r["g_ab"][i], r["g_aa"][i], deep) for i in idx]))
         logn.append(math.log(n))
         print(f"N = {n}: floor {floors[-1]:.4g} +- {boots[-1].std():.2g}")
     logn = np.array(logn)

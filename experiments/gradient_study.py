@@ -185,6 +185,20 @@ def mean_sem(x):
     return x.mean(0), x.std(0, ddof=1) / math.sqrt(x.shape[0])
 
 
+def floor_window(theory, widths, depth):
+    """Mask over layers (k = L - 1 - index from the output) of the deep window where the pair
+    metric sits at its finite-width floor: k >= twice the largest predicted crossover depth among
+    ``widths`` (at least 5 layers beyond it, at most L - 4); empty when the crossover is undefined."""
+    kx_max = max(float(theory.crossover_depth(n)) for n in widths)
+    k = np.arange(depth)[::-1]
+    return k >= min(max(2 * kx_max, kx_max + 5), depth - 4)
+
+
+def noise_floor(g_ab, g_aa, window):
+    """The pair-metric floor sd(g_ab) / mean(g_aa) (over networks, axis 0), median over ``window``."""
+    return np.median(g_ab.std(0, ddof=1)[window] / g_aa.mean(0)[window])
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -262,10 +276,8 @@ def study_pair(sims, quick):
         print(f"{a} sigma_w2={sw}: chi_1={float(t.chi_1):.4f} chi_c={float(t.chi_c):.4f} chi_q={float(t.chi_q):.4f}")
         print("N | predicted k_x | observed k_x (sd g_ab > |theory|) | max|z| mean g_ab vs exact, k<=k_x |"
               " same vs GIA | floor sd(g_ab)/mean(g_aa) (median over the window)")
-        # one layer window for every N, beyond twice the largest predicted crossover
-        kx_max = max(float(t.crossover_depth(n)) for n in widths)
+        deep = floor_window(t, widths, depth)   # one layer window for every N
         k = np.arange(depth)[::-1]
-        deep = k >= min(max(2 * kx_max, kx_max + 5), depth - 4)
         print(f"floor window: k = {k[deep].min()}..{k[deep].max()}")
         logn, floors, boots = [], [], []
         for n in widths:
@@ -279,14 +291,11 @@ def study_pair(sims, quick):
             sel = k <= kx
             z = np.max(np.abs((m - ex) / e)[sel]) if sel.any() else float("nan")
             zg = np.max(np.abs((m - gi) / e)[sel]) if sel.any() else float("nan")
-            def floor(x):
-                return np.median(x["g_ab"].std(0, ddof=1)[deep] / x["g_aa"].mean(0)[deep])
-
-            f0 = floor(d)
+            f0 = noise_floor(d["g_ab"], d["g_aa"], deep)
             bs = []
             for _ in range(300):
                 idx = rng.integers(0, reals, reals)
-                bs.append(floor({"g_ab": d["g_ab"][idx], "g_aa": d["g_aa"][idx]}))
+                bs.append(noise_floor(d["g_ab"][idx], d["g_aa"][idx], deep))
             logn.append(math.log(n))
             floors.append(f0)
             boots.append(np.array(bs))
