@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiments.store import Store
+from meanfield.cli.args import integer
 
 __all__ = ["Task", "Session", "run", "session", "local_cluster", "scheduler_address",
            "add_runner_arguments", "runner_from_args", "SCHEDULER_ENV", "CONNECT_TIMEOUT",
@@ -452,17 +453,6 @@ def _insert(store: Store, task: Task, rows) -> int:
 MAX_WORKERS = 256   # worker processes one command line may start on this machine
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_WORKERS:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (worker processes, at most "
-                                         f"{MAX_WORKERS}), got {text!r}")
-    return value
-
-
 def _address_arg(text: str) -> str:
     try:
         return scheduler_address(text)
@@ -487,7 +477,7 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     flags = group.add_mutually_exclusive_group()
     flags.add_argument("--serial", action="store_true",
                        help="run every task in this process, one after another (no Dask)")
-    flags.add_argument("--workers", type=_positive_int, metavar="N",
+    flags.add_argument("--workers", type=integer(1, MAX_WORKERS), metavar="N",
                        help="worker processes of the embedded cluster (default: one per core, "
                             "or one per GPU for CUDA work)")
     flags.add_argument("--scheduler", type=_address_arg, metavar="tcp://HOST:PORT",

@@ -131,8 +131,9 @@ def test_shared_flags(monkeypatch, capsys):
     assert parse(["--workers", "3"]) == {"engine": "local", "workers": 3}
     assert parse(["--scheduler", "tcp://10.0.0.2:8786"]) == {"engine": "tcp://10.0.0.2:8786",
                                                              "workers": None}
-    for argv, message in ((["--workers", "0"], "argument --workers: must be an integer >= 1"),
-                          (["--workers", "two"], "argument --workers: must be an integer >= 1"),
+    for argv, message in ((["--workers", "0"], "argument --workers: must be an integer in [1, 256]"),
+                          (["--workers", "two"], "argument --workers: must be an integer in [1, 256]"),
+                          (["--workers", "257"], "argument --workers: must be an integer in [1, 256]"),
                           (["--scheduler", "10.0.0.2:8786"], "argument --scheduler: scheduler "
                                                              "address must look like"),
                           (["--serial", "--workers", "2"], "argument --workers: not allowed with argument")):
