@@ -159,11 +159,11 @@ class TrainResult:
     """Final metrics of one trained network; ``losses`` is the per-step training loss and
     ``checkpoints`` the evaluations at ``TrainConfig.checkpoints`` (the last one is the final)."""
 
-    train_acc_last: float   # last training minibatch, with its dropout masks (the papers' metric)
+    train_acc_last: float   # last training minibatch, with its noise (the papers' metric)
     train_loss_last: float
-    eval_acc: float         # fixed training-set evaluation batch, no dropout
+    eval_acc: float         # fixed training-set evaluation batch, no noise
     eval_loss: float
-    test_acc: float         # test set (or its first test_size images), no dropout
+    test_acc: float         # test set (or its first test_size images), no noise
     losses: np.ndarray = field(repr=False)
     wall_time: float = 0.0
     checkpoints: tuple[Checkpoint, ...] = ()
