@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import meanfield as mf  # noqa: E402
+from bench_core import timed  # noqa: E402  (this script's folder is on sys.path)
 from meanfield import kernels  # noqa: E402
 
 QS = [1e-6, 1e-3, 1.0, 1e3, 1e6, 1e10, 1e20, 1e30]
@@ -38,13 +38,7 @@ def parameters(name, q, keep):
 
 def measure(name, q, keep, repeat):
     sw, sb = parameters(name, q, keep)
-    best_cpu = best_wall = np.inf
-    for _ in range(repeat):
-        kernels.clear_cache()
-        w, c = time.perf_counter(), time.process_time()
-        r = mf.analyze(name, sw, sb, keep)
-        best_wall = min(best_wall, time.perf_counter() - w)
-        best_cpu = min(best_cpu, time.process_time() - c)
+    r, (best_wall, best_cpu) = timed(lambda: mf.analyze(name, sw, sb, keep), repeat, kernels.clear_cache)
     kernels.clear_cache()
     tracemalloc.start()
     mf.analyze(name, sw, sb, keep)
