@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without install
 
 from experiments.trainability import PRECISIONS, PRESETS, measure_flops, step_flops  # noqa: E402
+from meanfield.cli.args import cuda_problem, device as device_arg  # noqa: E402
 
 
 def matmul_peak(device: str, precision: str, n: int, seconds: float = 1.0) -> float:
@@ -56,7 +57,8 @@ def matmul_peak(device: str, precision: str, n: int, seconds: float = 1.0) -> fl
 def main(argv=None) -> int:
     import torch
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--device", type=device_arg(auto=True), default="auto",
+                   help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--members", type=int, default=None, help="networks (default 31 on CUDA, 4 on CPU)")
     p.add_argument("--depth", type=int, default=50)
     p.add_argument("--width", type=int, default=400)
@@ -67,8 +69,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     a = p.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device: CUDA requested but not available")
+    problem = cuda_problem(device)
+    if problem:
+        p.error(f"argument --device: {problem}")
     if a.threads:
         torch.set_num_threads(a.threads)
     cuda = device.startswith("cuda")
