@@ -116,7 +116,7 @@ def solve_q_star(p: Params, on_missing="raise") -> np.ndarray:
 
     lo = sb.copy()
     # q = 0 is a fixed point at sigma_b^2 = 0 if phi(0) = 0 (every noise layer has g = 0 there)
-    origin = np.flatnonzero(sb == 0) if act.phi(np.zeros(1))[0] == 0 else np.zeros(0, int)
+    origin = np.flatnonzero(sb == 0) if act.zero_at_origin else np.zeros(0, int)
     if origin.size:  # the slope there: the q -> 0 limit (inf for Sparseout with s < 2)
         start = _leave_origin(F, origin, sw[origin] * nz.take(origin).second_moment_slope(
             act, np.zeros(origin.size)) - 1)

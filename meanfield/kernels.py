@@ -186,7 +186,7 @@ def moments(act: Activation, keys, q):
     missing = [k for k in keys if k not in act.closed]
     if missing:
         phi, dphi = act.phi, act.dphi
-        centred = act.kinks or float(phi(np.zeros(1))[0]) == 0.0
+        centred = act.kinks or act.zero_at_origin
 
         def one(qg):
             kinks, slope, tail_sq = act.kinks, 0.0, None

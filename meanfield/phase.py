@@ -85,7 +85,7 @@ def _log_chi(p, x, idx):
 def _exact_at_origin(p):
     """sigma_w^2 = 1 / E[g'^2](q -> 0) where sigma_b^2 = 0, phi(0) = 0 and q* = 0 up to there."""
     out = np.full(p.sigma_b2.size, np.nan)
-    cand = np.flatnonzero(p.sigma_b2 == 0) if p.act.phi(np.zeros(1))[0] == 0 else np.zeros(0, int)
+    cand = np.flatnonzero(p.sigma_b2 == 0) if p.act.zero_at_origin else np.zeros(0, int)
     if cand.size == 0:
         return out
     d0 = p.noise.take(cand).deriv_second_moment(p.act, np.full(cand.size, Q_MIN))

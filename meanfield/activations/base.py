@@ -85,6 +85,13 @@ class Activation:
         phi' and phi phi' share phi's kinks, scale and width)."""
         return {"kinks": self.kinks, "scale": self.scale, "width": self.width}
 
+    @property
+    def zero_at_origin(self) -> bool:
+        """phi(0) = 0: then q = 0 is a fixed point of the variance map at sigma_b^2 = 0 (every
+        noise layer has g = 0 where phi = 0), and Stein's form of d/dq E[phi^2] has no O(1/q)
+        cancellation at small q."""
+        return bool(self.phi(np.zeros(1))[0] == 0)
+
     def __repr__(self):
         return f"Activation({self.name!r})"
 
