@@ -137,4 +137,4 @@ def train_ensemble(cfgs: Sequence[NetConfig], seeds: Sequence[int], tcfg: TrainC
         opt.step()
         losses[t] = per.detach()
         ckpt.record(t + 1, model, logits, yb, losses[t])
-    return ckpt.results(losses.cpu().numpy(), m)
+    return ckpt.results(losses.cpu().numpy())

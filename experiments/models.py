@@ -291,7 +291,7 @@ class Evaluator:
     (in eval mode, then back to training mode) when ``t`` is a checkpoint of ``tcfg``: accuracy of
     the last minibatch's ``logits`` (..., B, C) against ``yb``, the training ``loss`` (shape (...)),
     and accuracy / loss on the fixed evaluation batch and the test set, per member.
-    ``results(losses, m)`` turns the records into one ``TrainResult`` per member.
+    ``results(losses)`` turns the records into one ``TrainResult`` per member.
     """
 
     def __init__(self, tcfg: TrainConfig, stream: MinibatchStream, tensors, t0: float):
@@ -312,9 +312,9 @@ class Evaluator:
         self.records.append((t, train_acc, loss.detach().double().cpu().numpy(), eval_acc,
                              eval_loss, test_acc, time.perf_counter() - self.t0))
 
-    def results(self, losses: np.ndarray, m: int) -> list[TrainResult]:
-        """One result per member; ``losses`` has shape (steps, m)."""
-        out = []
+    def results(self, losses: np.ndarray) -> list[TrainResult]:
+        """One result per member; ``losses`` has shape (steps, members)."""
+        out, m = [], losses.shape[1]
         for i in range(m):
             cps = tuple(Checkpoint(t, *(float(np.reshape(v, -1)[i]) for v in vals), wall / m)
                         for t, *vals, wall in self.records)
@@ -345,4 +345,4 @@ def train_network(cfg: NetConfig, tcfg: TrainConfig, dataset, seed: int,
         opt.step()
         losses[t] = loss.detach()
         ckpt.record(t + 1, model, logits, ytr[idx], losses[t])
-    return ckpt.results(losses.cpu().numpy()[:, None], 1)[0]
+    return ckpt.results(losses.cpu().numpy()[:, None])[0]
