@@ -150,14 +150,14 @@ def _check_device(parser, args):
         parser.error(f"argument --device: {problem}")
 
 
-def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
     """The validated flags, with the noise layer as ``layer`` and the engine resolved.
 
     Every check happens here, before the core's computations (torch is imported only to ask
     whether a named CUDA device exists): bad input ends in an ``error:`` line naming the flag and
     its range, exit status 2 (``SystemExit``).
     """
-    parser = parser or build_parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.layer = noise_from_args(args, parser)
     if args.engine is None:
