@@ -669,8 +669,7 @@ def _print_estimate(sweep: Sweep, preset: str, device: str, precision: str, engi
         import torch
         procs = max(1, torch.cuda.device_count())
     else:   # the embedded cluster's default: one worker per core this process may use
-        from .runner import _cores
-        procs = _cores()
+        procs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_panel = max(est.panels.values()) if est.panels else 0.0
     clock = "wall time" if device.startswith("cuda") else "CPU time, i.e. on free cores"
     print(f"  measured {rate / 1e9:.3g} GFLOP/s per worker ({device}, {precision}; {clock}) x "
