@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fixed_points import MARGINAL_RTOL, origin_limit, solve_c_star, solve_q_star
+from .fixed_points import MARGINAL_RTOL, solve_c_star, solve_q_star
+from .kernels import origin_limit
 from .maps import Params, chunk_slices, params, per_chunk
 from .noise import NoiseLayer
 from .validation import checked

@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from .gauss import RTOL
-from .kernels import Q_MIN
+from .kernels import Q_MIN, origin_limit
 from .maps import Params
 
-__all__ = ["NoFixedPointError", "Q_CAP", "Q_MAX", "safeguarded_newton", "solve_q_star", "solve_c_star",
-           "origin_limit"]
+__all__ = ["NoFixedPointError", "Q_CAP", "Q_MAX", "safeguarded_newton", "solve_q_star", "solve_c_star"]
 
 # An unbounded activation's variance map still above the diagonal at Q_CAP has no finite fixed
 # point (ReLU with sigma_b^2 = 1e20 has q* = 2e20; the maps cost the same at any q). Sparseout's
@@ -29,13 +28,6 @@ PROBE_RTOL = 1e-10  # |F(q)| / q above this is a clear sign of the map minus the
 _PROBES = 10.0 ** np.arange(-8, 13, 2)
 ZERO_ATOL = 1e-14  # |c-map(0)| below this: c = 0 is a fixed point to rounding (odd phi, sigma_b^2 = 0)
 _MAX_ITER = 200
-
-
-def origin_limit(q):
-    """q with q* = 0 replaced by Q_MIN: moments at the origin are the q -> 0 limits (tiny
-    positive q* are kept: Sparseout's can be 1e-40)."""
-    q = np.asarray(q, float)
-    return np.where(q == 0, Q_MIN, q)
 
 
 class NoFixedPointError(ValueError):
@@ -265,7 +257,7 @@ def solve_c_star(p: Params, q, chi1, pair=None):
     # c-map = a K(qs, c) + b: a = sigma_w^2 / q*, b = sigma_b^2 / q* where q* > 0; at q* = 0 the
     # q -> 0 limit, evaluated at qs = Q_MIN: a = 1 / E[g^2](Q_MIN), b = 0
     at_zero = q[solve] == 0
-    qs = np.where(at_zero, Q_MIN, q[solve])
+    qs = origin_limit(q[solve])
     a = sw[solve] / np.where(at_zero, 1.0, q[solve])
     if np.any(at_zero):
         iz = np.flatnonzero(at_zero)

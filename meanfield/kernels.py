@@ -35,11 +35,18 @@ from .activations import Activation
 from .gauss import RTOL, Z_MAX, expect, expect_pair
 
 __all__ = ["Q_MIN", "KEYS", "PAIR_KEYS", "moments", "moment", "pair", "stein", "by_scale",
-           "reaches_tails", "tail_power", "clear_cache"]
+           "origin_limit", "reaches_tails", "tail_power", "clear_cache"]
 
 Q_MIN = 1e-20  # q = 0 stands for the q -> 0 limit, evaluated here (relative error ~1e-20)
 KEYS = ("A2", "dA2", "D2", "PD")
 PAIR_KEYS = ("K", "Kd", "PK")
+
+
+def origin_limit(q):
+    """q with q = 0 replaced by Q_MIN: moments at the origin are the q -> 0 limits (tiny
+    positive q are kept: Sparseout's q* can be 1e-40)."""
+    q = np.asarray(q, float)
+    return np.where(q == 0, Q_MIN, q)
 
 
 def stein(fn, q):

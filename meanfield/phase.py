@@ -8,9 +8,9 @@ from numpy.polynomial.chebyshev import chebvander
 
 from . import kernels
 from .depth_scales import MeanFieldResult, analyze_params
-from .fixed_points import origin_limit, solve_q_star
+from .fixed_points import solve_q_star
 from .gauss import RTOL
-from .kernels import Q_MIN
+from .kernels import Q_MIN, origin_limit
 from .maps import SIGMA_B2, SIGMA_W2, chunk_slices, params, per_chunk
 from .noise import make_noise
 from .validation import choice, finite_array, integer, real

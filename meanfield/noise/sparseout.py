@@ -127,7 +127,7 @@ class Sparseout(NoiseLayer):
         as :func:`~meanfield.kernels.moments` does for phi^2.
         """
         q, keep = np.broadcast_arrays(np.asarray(q, float), np.asarray(self.keep, float))
-        qp = np.where(q == 0, kernels.Q_MIN, q)
+        qp = kernels.origin_limit(q)
         m2, structure = self._m2(act, keep), _structure(act)
         # (weight per point, tail_power) of t^2 and r |t|^s, weight 0 where the tails are not reached
         parts = [] if act.tails is None else [
@@ -208,7 +208,7 @@ class Sparseout(NoiseLayer):
                     phi = act.phi(x)
                     return 0.5 * phi * phi + (cs * rr / s) * np.abs(phi) ** s
                 qi = q[inner]
-                out[inner] = _stein_pair(psi, r[inner], np.where(qi == 0, kernels.Q_MIN, qi),
+                out[inner] = _stein_pair(psi, r[inner], kernels.origin_limit(qi),
                                          c[inner], _structure(act))
             rest = ~(one | inner)  # c = -1: left to the direct rule
             if np.any(rest):
@@ -290,8 +290,7 @@ def power_moment(act, q, p):
     ndarray
         J_p, shaped like q.
     """
-    q = np.asarray(q, float)
-    q = np.where(q == 0, kernels.Q_MIN, q)
+    q = kernels.origin_limit(q)
     # A_+- = |phi'(x0+-)|^(2+p) at the zeros where the integrand is singular
     zeros = [(x0, am ** (2 + p), ap ** (2 + p)) for x0, am, ap in _zero_slopes(act)
              if am > 0 or ap > 0] if p < 0 else []
