@@ -52,7 +52,7 @@ from typing import Any
 from experiments.store import Store
 from meanfield.cli.args import integer
 
-__all__ = ["Task", "Session", "run", "session", "local_cluster", "scheduler_address",
+__all__ = ["Task", "Session", "run", "session", "local_cluster", "cores", "scheduler_address",
            "add_runner_arguments", "runner_from_args", "SCHEDULER_ENV", "CONNECT_TIMEOUT",
            "CLOSE_TIMEOUT"]
 
@@ -222,7 +222,8 @@ def scheduler_address(address: str) -> str:
     return address
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The CPU cores this process may use: the default worker count of the "local" engine."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -265,7 +266,7 @@ def local_cluster(workers: int | None = None, devices: Sequence[str] | None = No
 
     if devices is not None and not devices:
         raise ValueError("devices must name at least one GPU (no CUDA device is visible)")
-    n = workers if workers is not None else (len(devices) if devices else _cores())
+    n = workers if workers is not None else (len(devices) if devices else cores())
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"workers must be an integer >= 1, got {n!r}")
     host = "127.0.0.1"
