@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ConvergenceError", "RTOL", "Z_MAX", "BLOCK", "C_FLAT", "expect", "expect_pair",
-           "conditional_bends"]
+           "wide_inner", "conditional_bends"]
 
 TINY = 1e-280  # integrals below this are zero for the convergence test (subnormals have no digits)
 Z_MAX = 10.0  # N(0,1) mass beyond 10 sigma is 1.5e-23: below float64 resolution of any moment here
@@ -506,6 +506,27 @@ def _shared_panels(g, mu, s, near, cuts, is_kink, reg, reach, rtol, floor, weigh
     return _panel_levels(level_sum, *panels, rtol, floor, near_w, singular)
 
 
+def _extent(kinks, scale, width):
+    """Half-width of the x range holding an integrand's structure: its kinks, and its region
+    where ``scale`` is finite (0: none; inf: everywhere)."""
+    return max(np.max(np.abs(kinks), initial=0.0), width if np.isfinite(scale) else 0.0)
+
+
+def _wide(s, extent):
+    """One node set serves all inner integrals of a point when the inner Gaussian is wide enough
+    that the set stays small (s >= extent / 40: at most ~8 Gaussian-scale panels besides g's
+    own); narrower inner windows are cheap one by one."""
+    return s >= extent / 40
+
+
+def wide_inner(q, c, *, kinks=(), scale=np.inf, width=np.inf):
+    """Boolean per point: :func:`expect_pair` would integrate the inner Gaussians of (q, c) on one
+    shared node set. A call shares them only if all its points do, so a caller with many points
+    keeps the wide ones together (:func:`meanfield.kernels.pair`)."""
+    q, c = np.broadcast_arrays(np.asarray(q, float), np.asarray(c, float))
+    return _wide(np.sqrt(np.maximum(q * (1.0 - c) * (1.0 + c), 0.0)), _extent(kinks, scale, width))
+
+
 def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, singular=False):
     """E[f(u1) g(u2)] for (u1, u2) centred Gaussian, Var = q, correlation c (stacked outputs).
 
@@ -550,11 +571,8 @@ def expect_pair(f, g, q, c, *, kinks=(), scale=np.inf, width=np.inf, rtol=RTOL, 
     inner_var = (s_in * s_in)[..., None]
     cc = c[..., None]
 
-    # One node set serves all inner integrals of a point when the inner Gaussian is wide enough
-    # that the set stays small (s >= extent / 40: at most ~8 Gaussian-scale panels besides g's
-    # own); narrower inner windows are cheap one by one.
-    extent = max(np.max(np.abs(k), initial=0.0), width if np.isfinite(scale) else 0.0)
-    shared = extent > 0 and bool(np.all(s_in >= extent / 40))
+    extent = _extent(k, scale, width)
+    shared = extent > 0 and bool(np.all(_wide(s_in, extent)))
     if shared:
         icuts, ikink, ireg = _own_structure(shape, kinks, scale, width)
     # An absolute floor for the inner integrals, 1e-16 of g's size where its structure is: an

@@ -32,7 +32,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .activations import Activation
-from .gauss import RTOL, Z_MAX, expect, expect_pair
+from .gauss import RTOL, Z_MAX, expect, expect_pair, wide_inner
 
 __all__ = ["Q_MIN", "KEYS", "PAIR_KEYS", "moments", "moment", "pair", "stein", "by_scale",
            "origin_limit", "reaches_tails", "tail_power", "clear_cache"]
@@ -422,8 +422,7 @@ def pair(act: Activation, keys, q, c, rtol=RTOL):
             return list(expect_pair(stacked, stacked, qg, cg, rtol=rtol, **act.structure))
         qr, cr = qf[rest], cf[rest]
         # points whose inner Gaussian is wide share its nodes (meanfield.gauss); keep them together
-        extent = max(np.max(np.abs(act.kinks), initial=0.0), act.width if np.isfinite(act.scale) else 0.0)
-        wide = (np.sqrt(np.maximum(qr * (1 - cr) * (1 + cr), 0.0)) >= extent / 40).astype(int)
+        wide = wide_inner(qr, cr, **act.structure).astype(int)
         for k, v in zip(missing, by_scale(one, qr, cr, key=wide)):
             vals[k][rest] = v
     out.update({k: v.reshape(q.shape) for k, v in vals.items()})
