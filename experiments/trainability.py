@@ -669,7 +669,8 @@ def _print_estimate(sweep: Sweep, preset: str, device: str, precision: str, engi
         import torch
         procs = max(1, torch.cuda.device_count())
     else:   # the embedded cluster's default: one worker per core this process may use
-        procs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from .runner import cores
+        procs = cores()
     per_panel = max(est.panels.values()) if est.panels else 0.0
     clock = "wall time" if device.startswith("cuda") else "CPU time, i.e. on free cores"
     print(f"  measured {rate / 1e9:.3g} GFLOP/s per worker ({device}, {precision}; {clock}) x "
