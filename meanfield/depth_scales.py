@@ -74,16 +74,8 @@ def gradient_depth_scale(chi_1):
     ----------
     Huang et al. 2019 §4; docs/THEORY.md §3.
     """
-    if isinstance(chi_1, (str, bytes)):
-        raise ValueError(f"chi_1 (gradient factor per layer) must be a number >= 0, got {chi_1!r}")
-    try:
-        arr = np.asarray(chi_1, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(f"chi_1 (gradient factor per layer) must be a number >= 0, got {chi_1!r}") \
-            from None
-    if not np.all(arr >= 0):  # also rejects NaN
-        raise ValueError(f"chi_1 (gradient factor per layer) must be >= 0 (inf allowed), got {chi_1!r}")
-    return _xi_1(arr)
+    return _xi_1(checked("chi_1 (gradient factor per layer)", chi_1, "be >= 0 (inf allowed)",
+                         lambda a: a >= 0, finite=False))  # a >= 0 also rejects NaN
 
 
 def _xi(chi):

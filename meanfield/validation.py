@@ -21,25 +21,32 @@ CORRELATION = "c (correlation)"
 C_ROUND = 1e-10
 
 
-def finite_array(name: str, value) -> np.ndarray:
-    """``value`` as a float64 array whose entries are all finite; else ValueError naming ``name``."""
+def _float_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array (NaN and inf kept); else ValueError naming ``name``."""
     if isinstance(value, (str, bytes)):
         raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}")
     try:
-        arr = np.asarray(value, dtype=float)
+        return np.asarray(value, dtype=float)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+
+
+def finite_array(name: str, value) -> np.ndarray:
+    """``value`` as a float64 array whose entries are all finite; else ValueError naming ``name``."""
+    arr = _float_array(name, value)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return arr
 
 
-def checked(name: str, value, valid: str, ok: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """A finite float array whose every element passes ``ok``; else ``ValueError("name must valid")``.
+def checked(name: str, value, valid: str, ok: Callable[[np.ndarray], np.ndarray], *,
+            finite: bool = True) -> np.ndarray:
+    """A float array, finite unless ``finite=False``, whose every element passes ``ok``; else
+    ``ValueError("name must valid")``.
 
     The message quotes the first offending element at full precision.
     """
-    arr = finite_array(name, value)
+    arr = finite_array(name, value) if finite else _float_array(name, value)
     bad = ~np.asarray(ok(arr), bool)
     if np.any(bad):
         raise ValueError(f"{name} must {valid}, got {_first(arr, bad)}")
