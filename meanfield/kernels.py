@@ -324,7 +324,7 @@ def _series_coefficients(fn, dfn, sd):
 def _series(act, keys, q):
     """Cached Mehler coefficients {key: [a_n^2 per q]} for q (1-D); None where not converged.
 
-    K and Kd come from phi's coefficients, PK from those of phi phi' (and its derivative, unused).
+    K and Kd come from phi's coefficients, PK from those of phi phi'.
     """
     ident = id(act) if _CACHE_ACTS.get(id(act)) is act else None
     res = {k: [_CACHE.get((ident, k, v)) for v in q.tolist()] for k in keys}

@@ -103,7 +103,6 @@ class Sparseout(NoiseLayer):
             b = np.where(mag > 0, self.c_s * mag ** ((self.s - 2) / 2), 0.0)
         return phi, dphi, a, b, k, r
 
-
     def _m2(self, act, keep):
         """x -> E_xi[g(x, xi)^2] = phi^2 + r |phi|^s, for keep already broadcast against q."""
         def m2(x):
