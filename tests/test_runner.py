@@ -370,3 +370,18 @@ def test_local_cluster_gives_each_worker_its_gpu():
         seen = c.run(lambda: (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["OMP_NUM_THREADS"]))
         assert sorted(seen.values()) == [("3", "1"), ("5", "1")]
         assert {w["nthreads"] for w in c.scheduler_info()["workers"].values()} == {1}
+
+
+@pytest.mark.parametrize("argv", [
+    ["experiments.trainability", "--preset", "smoke", "--data-dir", str(DATA)],
+    ["experiments.kwinners_study", "--reps", "4", "--depth", "3", "--f", "0.5", "--n", "100"],
+])
+def test_python_m_study_on_an_existing_cluster(tmp_path, client, argv):
+    """The README's cluster recipe: a study run with ``python -m`` against a scheduler whose
+    workers are other programs (here: this pytest's cluster). Task functions must reach them by
+    their module's real name, not as attributes of the driver's ``__main__``."""
+    p = subprocess.run([sys.executable, "-m", *argv, "--db", str(tmp_path / "s.sqlite"),
+                        "--scheduler", client.scheduler.address],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr

@@ -314,10 +314,19 @@ def returns_exit_code(main):
 
 def run_main(main) -> None:
     """``sys.exit(main())`` for a ``__main__`` module; a closed stdout (``... | head``: the reader
-    left) ends quietly with status 0 instead of a BrokenPipeError traceback."""
+    left) ends quietly with status 0 instead of a BrokenPipeError traceback.
+
+    Under ``python -m pkg.mod`` the ``main`` of the module imported as ``pkg.mod`` is run, so that
+    the functions it sends to Dask workers are pickled by their module's real name: as attributes
+    of ``__main__`` they do not exist on a worker that is another program (``dask worker``).
+    """
+    import importlib
     import os
     import sys
 
+    spec = getattr(sys.modules.get(main.__module__), "__spec__", None)
+    if main.__module__ == "__main__" and spec is not None and spec.name != "__main__":
+        main = getattr(importlib.import_module(spec.name), main.__name__)
     try:
         sys.exit(main())
     except BrokenPipeError:
